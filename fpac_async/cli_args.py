@@ -1,0 +1,87 @@
+"""Command-line flags generated from the config dataclasses (each field's docstring is its --help).
+
+Every field of RunConfig and its sections becomes one flat flag (`--num-points`, `--replay-ratio`,
+`--no-velocity`); field names are unique across sections, which a test checks.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import functools
+import inspect
+from typing import Any
+
+from fpac_async import config as C
+
+SECTIONS = {"agent": C.AgentConfig, "env": C.EnvConfig, "replay": C.ReplayConfig,
+            "learner": C.LearnerConfig}
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass, read from its source."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_type(f: dataclasses.Field) -> Any:
+    t = str(f.type)
+    if "float" in t:
+        return float
+    if "int" in t:
+        return int
+    return str
+
+
+def _add_fields(group: Any, cls: type, defaults: Any, dest_prefix: str,
+                only: set[str] | None) -> None:
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type) or f.name in SECTIONS:
+            continue
+        if only is not None and f.name not in only:
+            continue
+        default = getattr(defaults, f.name)
+        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        dest = dest_prefix + f.name
+        if str(f.type) == "bool":
+            group.add_argument(_flag(f.name), dest=dest, default=default, help=help_text,
+                               action=argparse.BooleanOptionalAction)
+        else:
+            group.add_argument(_flag(f.name), dest=dest, default=default, help=help_text,
+                               type=_parse_type(f), metavar=f.name.upper())
+
+
+def add_config_args(parser: argparse.ArgumentParser, defaults: C.RunConfig | None = None,
+                    only: set[str] | None = None) -> None:
+    """Add one flag per config field (or only the named fields) to the parser."""
+    defaults = defaults or C.RunConfig()
+    _add_fields(parser.add_argument_group("run"), C.RunConfig, defaults, "run.", only)
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(section, cls.__doc__)
+        _add_fields(group, cls, getattr(defaults, section), section + ".", only)
+
+
+def config_from_args(args: argparse.Namespace, base: C.RunConfig | None = None) -> C.RunConfig:
+    """Build a RunConfig from parsed flags (fields without a flag keep base's values)."""
+    cfg = base or C.RunConfig()
+    values = vars(args)
+    top = {k[4:]: v for k, v in values.items() if k.startswith("run.")}
+    sections = {}
+    for section in SECTIONS:
+        prefix = section + "."
+        changes = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+        sections[section] = dataclasses.replace(getattr(cfg, section), **changes)
+    return dataclasses.replace(cfg, **top, **sections)

@@ -1,0 +1,277 @@
+"""Typed run configuration: one dataclass per part, task presets, JSON save/load.
+
+Defaults follow the paper's Table I. Every ablation of section VI is a field of AgentConfig.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value or file that cannot be used; the message says which and why."""
+
+
+@dataclass
+class AgentConfig:
+    """The FPAC agent and its SAC learner (paper Table I)."""
+
+    encoder: str = "fpac"
+    """Observation encoder: 'fpac' (feature points), 'pixels' (SAC from pixels) or 'state' (DMC state)."""
+    num_points: int = 32
+    """K, the number of feature points (one 1x1-conv output map each)."""
+    fp_temperature: float = 0.5
+    """beta of eq. 3: softmax temperature of the feature-point distributions."""
+    softmax: str = "separable"
+    """'separable' (eq. 3, the paper's default) or 'spatial' (eq. 1, full 2D softmax ablation)."""
+    scalar_feature: bool = True
+    """Include m_k = tanh(mean h_k) (eq. 2) in each point (ablation VI-B)."""
+    velocity: bool = True
+    """Append the velocity term x_t - x_{t-1} to the state (ablation VI-C)."""
+    relative: bool = False
+    """Subtract the mean x and y over the K points (relative coordinates, ablation VI-E)."""
+    camera_offset: bool = False
+    """Shift the previous frame's points by the camera's pixel motion (paper Fig. 3)."""
+    conv_channels: int = 32
+    """Channels of the four 3x3 convolutions."""
+    frame_stack: int = 2
+    """Frames per observation (o_t, o_{t-1})."""
+    pixels_feature_dim: int = 50
+    """Width of the linear+LayerNorm+tanh head of the 'pixels' encoder."""
+    hidden_dim: int = 1024
+    """Units per hidden layer of the actor and critic MLPs."""
+    hidden_layers: int = 2
+    """Hidden layers of the actor and critic MLPs (Table I: 2; the authors' code: 3)."""
+    lr: float = 1e-3
+    """Adam learning rate of actor, critic and temperature."""
+    lr_initial: float | None = None
+    """If set, the learning rate used for the first lr_initial_env_steps env steps (reacher schedule)."""
+    lr_initial_env_steps: int = 0
+    """Env steps during which lr_initial applies."""
+    batch_size: int = 128
+    """Transitions per SAC update."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.01
+    """Polyak rate of the target critic."""
+    target_update_every: int = 2
+    """Updates between target-critic Polyak steps."""
+    actor_update_every: int = 2
+    """Updates between actor and temperature steps."""
+    init_temperature: float = 0.1
+    """Initial entropy temperature alpha."""
+    target_entropy: float | None = None
+    """Target entropy; None means -|A|."""
+    log_std_min: float = -10.0
+    """Lower clamp of the actor's log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper clamp of the actor's log standard deviation."""
+
+
+@dataclass
+class EnvConfig:
+    """The environment the actors run."""
+
+    task: str = "cartpole_swingup"
+    """Task name (see `fpac_async.config.TASKS`)."""
+    action_repeat: int = 0
+    """Control steps per agent step; 0 means the task preset's value."""
+    backend: str = "dmc"
+    """'dmc' (dm_control), 'envpool' or 'numpy' (tasks that ship with the package)."""
+    image_size: int = 0
+    """Rendered square image side in pixels; 0 means the task preset's (84 for DMC)."""
+    camera: int = -1
+    """Camera id; -1 means the task preset's (0, quadruped 2)."""
+    episode_control_steps: int = 0
+    """Control steps per episode (a time limit, i.e. a truncation); 0 means the preset's (1000 for DMC)."""
+    envs_per_actor: int = 1
+    """Environments stepped by each actor process."""
+
+
+@dataclass
+class ReplayConfig:
+    """The learner's replay and its sampling schedule."""
+
+    capacity: int = 100_000
+    """Transitions (frames) kept in the replay."""
+    initial_random_steps: int = 1000
+    """Agent steps taken with uniform random actions before the first update."""
+    replay_ratio: float = 1.0
+    """SAC updates per agent step, enforced by the learner."""
+    on_gpu: bool = False
+    """Keep the replay in GPU memory instead of pinned host memory."""
+
+
+@dataclass
+class LearnerConfig:
+    """The learner service: transport, broadcast, checkpoints, evaluation, logging."""
+
+    bind: str = "tcp://*:5555"
+    """Data PULL endpoint; the weights PUB socket binds the next port."""
+    gpus: int = 1
+    """GPUs to use (0 runs on the CPU)."""
+    weights_every: int = 100
+    """Updates between weight broadcasts."""
+    checkpoint_every: int = 10_000
+    """Updates between checkpoints."""
+    save_replay: bool = False
+    """Also write the replay into checkpoints."""
+    eval_every_env_steps: int = 10_000
+    """Env steps between evaluations."""
+    eval_episodes: int = 10
+    """Deterministic episodes per evaluation (Table I)."""
+    log_every_s: float = 5.0
+    """Seconds between metric rows."""
+    max_message_bytes: int = 64 * 2**20
+    """Messages larger than this are rejected unread."""
+
+
+@dataclass
+class RunConfig:
+    """A whole run: what to train, how long and where to write."""
+
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    env_steps: int = 500_000
+    """Training budget in environment steps (agent steps x action repeat)."""
+    seed: int = 0
+    """Base seed; actors derive distinct seeds per process and env."""
+    run_dir: str = "runs/default"
+    """Directory for config, metrics, TensorBoard logs, checkpoints and the exported policy."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A benchmark task: where it comes from and how the benchmarks run it."""
+
+    name: str
+    domain: str
+    task: str
+    action_repeat: int
+    camera: int = 0
+    camera_moves: bool = False  # camera 0 tracks the body: camera-offset input applies
+    backend: str = "dmc"  # default backend family ('dmc' tasks run on dmc or envpool)
+    benchmark: str = ""
+    image_size: int = 84
+    episode_control_steps: int = 1000
+
+
+def _dmc(name: str, domain: str, task: str, ar: int, bench: str) -> TaskSpec:
+    return TaskSpec(name, domain, task, ar, camera=2 if domain == "quadruped" else 0,
+                    camera_moves=domain in ("cheetah", "walker", "hopper"), benchmark=bench)
+
+
+# PlaNet benchmark (paper Fig. 2/4) with its per-task action repeats, Dreamer benchmark (Fig. 5) at 2.
+TASKS: dict[str, TaskSpec] = {t.name: t for t in [
+    _dmc("cartpole_swingup", "cartpole", "swingup", 8, "planet"),
+    _dmc("reacher_easy", "reacher", "easy", 4, "planet"),
+    _dmc("cheetah_run", "cheetah", "run", 4, "planet"),
+    _dmc("finger_spin", "finger", "spin", 2, "planet"),
+    _dmc("ball_in_cup_catch", "ball_in_cup", "catch", 4, "planet"),
+    _dmc("walker_walk", "walker", "walk", 2, "planet"),
+    _dmc("hopper_hop", "hopper", "hop", 2, "dreamer"),
+    _dmc("hopper_stand", "hopper", "stand", 2, "dreamer"),
+    _dmc("pendulum_swingup", "pendulum", "swingup", 2, "dreamer"),
+    _dmc("reacher_hard", "reacher", "hard", 2, "dreamer"),
+    _dmc("walker_run", "walker", "run", 2, "dreamer"),
+    _dmc("walker_stand", "walker", "stand", 2, "dreamer"),
+    _dmc("cartpole_balance", "cartpole", "balance", 2, "dreamer"),
+    _dmc("cartpole_balance_sparse", "cartpole", "balance_sparse", 2, "dreamer"),
+    _dmc("cartpole_swingup_sparse", "cartpole", "swingup_sparse", 2, "dreamer"),
+    _dmc("quadruped_walk", "quadruped", "walk", 2, "extra"),
+    _dmc("quadruped_run", "quadruped", "run", 2, "extra"),
+    # Ships with the package (NumPy-rendered): tests, CPU-only trials, sanity checks.
+    TaskSpec("point_reach", "point", "reach", 1, camera=0, backend="numpy", benchmark="tiny",
+             image_size=32, episode_control_steps=50),
+]}
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The preset of a task, or a ConfigError listing the known names."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        known = ", ".join(sorted(TASKS))
+        raise ConfigError(f"unknown task {name!r}; known tasks: {known}") from None
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill preset-dependent fields (action repeat, camera, backend) and validate choices."""
+    spec = task_spec(cfg.env.task)
+    env = dataclasses.replace(
+        cfg.env,
+        action_repeat=cfg.env.action_repeat or spec.action_repeat,
+        camera=spec.camera if cfg.env.camera < 0 else cfg.env.camera,
+        image_size=cfg.env.image_size or spec.image_size,
+        episode_control_steps=cfg.env.episode_control_steps or spec.episode_control_steps,
+        backend="numpy" if spec.backend == "numpy" else cfg.env.backend,
+    )
+    _check_choice("agent.encoder", cfg.agent.encoder, ("fpac", "pixels", "state"))
+    _check_choice("agent.softmax", cfg.agent.softmax, ("separable", "spatial"))
+    _check_choice("env.backend", env.backend, ("dmc", "envpool", "numpy"))
+    if cfg.agent.num_points < 1 or cfg.agent.fp_temperature <= 0:
+        raise ConfigError("agent.num_points must be >= 1 and agent.fp_temperature > 0")
+    if env.action_repeat < 1 or env.episode_control_steps % env.action_repeat:
+        raise ConfigError(f"env.episode_control_steps ({env.episode_control_steps}) must be a "
+                          f"multiple of env.action_repeat ({env.action_repeat})")
+    return dataclasses.replace(cfg, env=env)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain JSON-able data."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Rebuild a (nested) config dataclass; unknown keys are an error, missing keys take defaults."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown keys {unknown}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _dataclass_type(fields[name])
+        kwargs[name] = from_dict(sub, value) if sub is not None else value
+    return cls(**kwargs)
+
+
+def _dataclass_type(f: dataclasses.Field) -> type | None:
+    candidates = {"AgentConfig": AgentConfig, "EnvConfig": EnvConfig,
+                  "ReplayConfig": ReplayConfig, "LearnerConfig": LearnerConfig}
+    name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    return candidates.get(name)
+
+
+def save_config(cfg: RunConfig, path: str) -> None:
+    """Write the full config as JSON, atomically (a crash never leaves half a file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(to_dict(cfg), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_config(path: str) -> RunConfig:
+    """Read a config written by save_config, with a clear error for a missing or corrupt file."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {path}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+    return from_dict(RunConfig, data)

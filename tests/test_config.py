@@ -1,0 +1,93 @@
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+from fpac_async import config as C
+from fpac_async.cli_args import SECTIONS, add_config_args, config_from_args, field_docs
+
+
+def test_table1_defaults():
+    a = C.AgentConfig()
+    assert (a.hidden_layers, a.hidden_dim, a.lr, a.batch_size) == (2, 1024, 1e-3, 128)
+    assert (a.tau, a.target_update_every, a.actor_update_every) == (0.01, 2, 2)
+    assert (a.init_temperature, a.gamma, a.num_points, a.fp_temperature) == (0.1, 0.99, 32, 0.5)
+    r = C.ReplayConfig()
+    assert (r.capacity, r.initial_random_steps, r.replay_ratio) == (100_000, 1000, 1.0)
+    assert C.LearnerConfig().eval_episodes == 10
+
+
+def test_presets_planet_and_dreamer():
+    planet = {n: t.action_repeat for n, t in C.TASKS.items() if t.benchmark == "planet"}
+    assert planet == {"cartpole_swingup": 8, "reacher_easy": 4, "cheetah_run": 4,
+                      "finger_spin": 2, "ball_in_cup_catch": 4, "walker_walk": 2}
+    dreamer = [t for t in C.TASKS.values() if t.benchmark == "dreamer"]
+    assert len(dreamer) == 9 and all(t.action_repeat == 2 for t in dreamer)
+    assert C.TASKS["quadruped_walk"].camera == 2
+    moving = {n for n, t in C.TASKS.items() if t.camera_moves}
+    assert {"cheetah_run", "walker_walk", "hopper_hop"} <= moving
+    assert "cartpole_swingup" not in moving
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(C.ConfigError, match="unknown task 'cartpole_swing'.*cartpole_swingup"):
+        C.task_spec("cartpole_swing")
+
+
+def test_resolve_fills_preset_values_and_validates():
+    cfg = C.resolve(C.RunConfig(env=C.EnvConfig(task="walker_walk")))
+    assert (cfg.env.action_repeat, cfg.env.camera, cfg.env.image_size) == (2, 0, 84)
+    assert cfg.env.episode_control_steps == 1000
+    tiny = C.resolve(C.RunConfig(env=C.EnvConfig(task="point_reach")))
+    assert (tiny.env.backend, tiny.env.image_size, tiny.env.episode_control_steps) == ("numpy", 32, 50)
+    with pytest.raises(C.ConfigError, match="agent.softmax"):
+        C.resolve(C.RunConfig(agent=C.AgentConfig(softmax="full")))
+    with pytest.raises(C.ConfigError, match="multiple of env.action_repeat"):
+        C.resolve(C.RunConfig(env=C.EnvConfig(action_repeat=7)))
+
+
+def test_save_load_round_trip(tmp_path):
+    cfg = C.RunConfig(agent=C.AgentConfig(num_points=8, relative=True, lr_initial=3e-4),
+                      env=C.EnvConfig(task="reacher_easy"), env_steps=1234, seed=7)
+    path = tmp_path / "config.json"
+    C.save_config(cfg, str(path))
+    assert C.load_config(str(path)) == cfg
+
+
+def test_load_rejects_corrupt_and_unknown(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(C.ConfigError, match="not valid JSON"):
+        C.load_config(str(bad))
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"agent": {"num_pointz": 3}}))
+    with pytest.raises(C.ConfigError, match="num_pointz"):
+        C.load_config(str(unknown))
+    with pytest.raises(C.ConfigError, match="no config file"):
+        C.load_config(str(tmp_path / "missing.json"))
+
+
+def test_every_field_documented_and_flag_names_unique():
+    names = [f.name for f in dataclasses.fields(C.RunConfig) if f.name not in SECTIONS]
+    for cls in [C.RunConfig, *SECTIONS.values()]:
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in SECTIONS:
+                continue
+            assert docs.get(f.name), f"{cls.__name__}.{f.name} has no docstring"
+            if cls is not C.RunConfig:
+                names.append(f.name)
+    assert len(names) == len(set(names))
+
+
+def test_flags_build_config():
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    args = parser.parse_args(["--task", "finger_spin", "--num-points", "8", "--no-velocity",
+                              "--lr-initial", "0.0003", "--replay-ratio", "0.5", "--seed", "3"])
+    cfg = config_from_args(args)
+    assert cfg.env.task == "finger_spin" and cfg.agent.num_points == 8
+    assert cfg.agent.velocity is False and cfg.agent.lr_initial == 3e-4
+    assert cfg.replay.replay_ratio == 0.5 and cfg.seed == 3
+    assert "--num-points" in parser.format_help() and "feature points" in parser.format_help()
