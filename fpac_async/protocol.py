@@ -1,0 +1,436 @@
+"""Wire format between actors and learner: a msgpack header frame plus raw array frames.
+
+Frame 0 is a msgpack map {"magic", "v", "kind", "actor", "env", "seq", "version", "arrays", "meta"}
+where "arrays" lists [name, dtype, shape] for frames 1..n, each the raw C-contiguous bytes of one
+array. Never pickle. `decode` trusts nothing from the network: it checks sizes first, then the
+header, then every array's dtype, shape and byte length against the kind's schema (SCHEMAS), and only
+then wraps memory. Every failure is a ProtocolError subclass whose `.reason` the learner counts.
+
+Decoded arrays are READ-ONLY numpy views of the received frames (np.frombuffer, no copy): a consumer
+that keeps or modifies them copies them (e.g. writing into the replay is that copy).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import msgpack
+import numpy as np
+
+MAGIC = "FPAC"
+PROTOCOL_VERSION = 1
+FIRST, TERMINAL, TRUNCATED = 1, 2, 4  # record flags (docs/INTERFACES.md)
+HELLO, STEPS, STATS, EVAL_RESULT = "hello", "steps", "stats", "eval_result"  # actor -> learner
+POLICY, WEIGHTS, EVAL, STOP = "policy", "weights", "eval", "stop"  # learner -> actors
+
+DEFAULT_MAX_BYTES = 64 * 2**20
+MAX_HEADER_BYTES = 64 * 2**10
+MAX_NDIM = 5
+_INT_END = 2**63  # every header int lies in [0, 2**63)
+_HEADER_KEYS = frozenset({"magic", "v", "kind", "actor", "env", "seq", "version", "arrays", "meta"})
+# Wire dtype strings -> dtype. A lookup table (never np.dtype(untrusted string)): little-endian or
+# native only; the host is little-endian on every machine we deploy to.
+_U8, _I32, _I64, _F32 = (np.dtype(s) for s in ("<u1", "<i4", "<i8", "<f4"))
+_WIRE_DTYPES: dict[str, np.dtype] = {}
+for _dt, _names in ((_U8, ("|u1", "<u1", "=u1", "u1", "uint8")),
+                    (_I32, ("<i4", "=i4", "i4", "int32")),
+                    (_I64, ("<i8", "=i8", "i8", "int64")),
+                    (_F32, ("<f4", "=f4", "f4", "float32"))):
+    _WIRE_DTYPES.update(dict.fromkeys(_names, _dt))
+_CANONICAL = {_U8: "|u1", _I32: "<i4", _I64: "<i8", _F32: "<f4"}
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be accepted; `.reason` names the class of fault."""
+
+    reason = "garbage"
+
+
+class TruncatedError(ProtocolError):
+    reason = "truncated"
+
+
+class OversizedError(ProtocolError):
+    reason = "oversized"
+
+
+class VersionError(ProtocolError):
+    reason = "version"
+
+
+class MagicError(ProtocolError):
+    reason = "magic"
+
+
+class DtypeError(ProtocolError):
+    reason = "dtype"
+
+
+class ShapeError(ProtocolError):
+    reason = "shape"
+
+
+class SchemaError(ProtocolError):
+    reason = "schema"
+
+
+class GarbageError(ProtocolError):
+    reason = "garbage"
+
+
+@dataclass
+class Message:
+    """One protocol message. `arrays` of a decoded message are read-only views (copy to keep)."""
+
+    kind: str
+    actor: int = 0
+    env: int = 0
+    seq: int = 0
+    version: int = 0
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- meta validators (value, path) -> value
+Check = Callable[[Any, str], Any]
+
+
+def _int(lo: int = 0, hi: int = _INT_END - 1) -> Check:
+    def check(v: Any, path: str) -> int:
+        if type(v) is not int or not lo <= v <= hi:  # type(...) is int: bool is not an int here
+            raise SchemaError(f"{path}: expected an int in [{lo}, {hi}], got {v!r:.80}")
+        return v
+    return check
+
+
+def _float(v: Any, path: str) -> float:
+    if type(v) not in (int, float) or not math.isfinite(v):
+        raise SchemaError(f"{path}: expected a finite number, got {v!r:.80}")
+    return float(v)
+
+
+def _bool(v: Any, path: str) -> bool:
+    if type(v) is not bool:
+        raise SchemaError(f"{path}: expected a bool, got {v!r:.80}")
+    return v
+
+
+def _str(v: Any, path: str) -> str:
+    if type(v) is not str or not 0 < len(v) <= 256:
+        raise SchemaError(f"{path}: expected a non-empty string, got {v!r:.80}")
+    return v
+
+
+def _list(item: Check, max_len: int, min_len: int = 0) -> Check:
+    def check(v: Any, path: str) -> list:
+        if type(v) is not list or not min_len <= len(v) <= max_len:
+            raise SchemaError(f"{path}: expected a list of {min_len}..{max_len} items")
+        return [item(x, f"{path}[{i}]") for i, x in enumerate(v)]
+    return check
+
+
+def _record(fields: dict[str, Check]) -> Check:
+    """A map with exactly these keys."""
+    def check(v: Any, path: str) -> dict:
+        if type(v) is not dict or set(v) != set(fields):
+            raise SchemaError(f"{path}: expected a map with keys {sorted(fields)}")
+        return {k: fields[k](v[k], f"{path}.{k}") for k in fields}
+    return check
+
+
+def _str_float_map(v: Any, path: str) -> dict:
+    if type(v) is not dict or len(v) > 256:
+        raise SchemaError(f"{path}: expected a map of at most 256 str -> number")
+    return {_str(k, path): _float(x, f"{path}.{k}") for k, x in v.items()}
+
+
+_shape_list = _list(_int(), MAX_NDIM)
+
+
+def _layout_entry(v: Any, path: str) -> list:
+    if type(v) is not list or len(v) != 2:
+        raise SchemaError(f"{path}: expected [name, [shape...]]")
+    return [_str(v[0], path + "[0]"), _shape_list(v[1], path + "[1]")]
+
+
+_layout = _list(_layout_entry, 4096)  # [[name, [shape...]], ...]: how flat weights split into tensors
+
+
+# ---------------------------------------------------------------- per-kind schemas
+@dataclass(frozen=True)
+class ArraySpec:
+    dtype: np.dtype
+    dims: tuple[int | str, ...]  # int: fixed; str: a symbol bound once per message (see _DIMS)
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class KindSchema:
+    arrays: dict[str, ArraySpec]
+    meta: dict[str, tuple[Check, bool]]  # key -> (validator, required); other keys are rejected
+    check: Callable[[dict[str, np.ndarray], dict], None] | None = None  # cross-field rules
+
+
+_DIMS = {"T": (1, 2**31), "H": (1, 1024), "W": (1, 1024), "A": (1, 64), "D": (1, 4096),
+         "N": (0, _INT_END - 1), "P": (0, _INT_END - 1)}  # symbol -> inclusive (lo, hi)
+
+
+def _check_steps(arrays: dict[str, np.ndarray], meta: dict) -> None:
+    if np.any(arrays["flags"] & np.uint8(~(FIRST | TERMINAL | TRUNCATED) & 0xFF)):
+        raise SchemaError("array flags: bits other than FIRST|TERMINAL|TRUNCATED are set")
+
+
+def _check_layout(arrays: dict[str, np.ndarray], meta: dict) -> None:
+    total = sum(math.prod(shape) for _, shape in meta["layout"])
+    if total != arrays["weights"].shape[0]:
+        raise SchemaError(f"meta.layout: sizes sum to {total}, weights has {arrays['weights'].shape[0]}")
+
+
+def _check_eval_result(arrays: dict[str, np.ndarray], meta: dict) -> None:
+    if len(meta["returns"]) != len(meta["lengths"]):
+        raise SchemaError("meta.returns and meta.lengths differ in length")
+
+
+SCHEMAS: dict[str, KindSchema] = {
+    HELLO: KindSchema({}, {"task": (_str, True), "pid": (_int(), True),
+                           "obs_shape": (_list(_int(1), MAX_NDIM, 1), True),
+                           "action_dim": (_int(1, 64), True)}),
+    STEPS: KindSchema({"obs": ArraySpec(_U8, ("T", 3, "H", "W")), "action": ArraySpec(_F32, ("T", "A")),
+                       "reward": ArraySpec(_F32, ("T",)), "flags": ArraySpec(_U8, ("T",)),
+                       "version": ArraySpec(_I32, ("T",)), "cam": ArraySpec(_F32, ("T", 2), False),
+                       "state": ArraySpec(_F32, ("T", "D"), False)},
+                      {"step0": (_int(), True)}, _check_steps),
+    STATS: KindSchema({}, {"episodes": (_list(_record({"return": _float, "length": _int(),
+                                                        "env": _int()}), 1000), False),
+                           "perf": (_str_float_map, False)}),
+    EVAL_RESULT: KindSchema({}, {"eval_id": (_int(), True), "returns": (_list(_float, 1000), True),
+                                 "lengths": (_list(_int(), 1000), True)}, _check_eval_result),
+    POLICY: KindSchema({"script": ArraySpec(_U8, ("N",)), "weights": ArraySpec(_F32, ("P",))},
+                       {"layout": (_layout, True), "random": (_bool, True)}, _check_layout),
+    WEIGHTS: KindSchema({"weights": ArraySpec(_F32, ("P",))},
+                        {"layout": (_layout, True), "random": (_bool, False)}, _check_layout),
+    EVAL: KindSchema({}, {"eval_id": (_int(), True), "episodes": (_int(1, 1000), True),
+                          "target_actor": (_int(), True)}),
+    STOP: KindSchema({}, {"reason": (_str, False)}),  # end of run: actors exit, not restarted
+}
+
+
+# ---------------------------------------------------------------- encode
+def _pack_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):  # numpy scalars in meta become plain Python numbers
+        return obj.item()
+    raise TypeError(f"cannot encode {type(obj).__name__} in a message header")
+
+
+def encode(msg: Message) -> list[bytes | memoryview]:
+    """Frames of `msg`: the header, then each array's raw bytes (a memoryview: no copy if contiguous)."""
+    specs, frames = [], []
+    for name, arr in msg.arrays.items():
+        arr = np.asarray(arr)
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        wire = _CANONICAL.get(arr.dtype)
+        if wire is None:
+            raise DtypeError(f"array {name}: dtype {arr.dtype} is not one of {sorted(_CANONICAL.values())}")
+        arr = np.ascontiguousarray(arr)
+        specs.append([name, wire, list(arr.shape)])
+        frames.append(memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else b"")
+    header = msgpack.packb({"magic": MAGIC, "v": PROTOCOL_VERSION, "kind": msg.kind, "actor": msg.actor,
+                            "env": msg.env, "seq": msg.seq, "version": msg.version, "arrays": specs,
+                            "meta": msg.meta}, use_bin_type=True, default=_pack_default)
+    if len(header) > MAX_HEADER_BYTES:
+        raise OversizedError(f"header is {len(header)} bytes, over the {MAX_HEADER_BYTES} cap")
+    return [header, *frames]
+
+
+# ---------------------------------------------------------------- decode
+def _as_bytes_view(frame: Any, i: int) -> memoryview:
+    try:
+        view = memoryview(frame)  # bytes, bytearray, memoryview, zmq.Frame: any buffer
+    except TypeError:
+        raise GarbageError(f"frame {i}: a {type(frame).__name__} is not a byte buffer") from None
+    if view.format != "B" or view.ndim != 1:
+        try:
+            view = view.cast("B")
+        except (TypeError, ValueError):  # not C-contiguous, or a format that cannot be cast
+            raise GarbageError(f"frame {i}: not a contiguous byte buffer") from None
+    return view
+
+
+def _unpack_header(raw: memoryview) -> dict:
+    try:
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True,
+                                 max_str_len=MAX_HEADER_BYTES, max_bin_len=0, max_ext_len=0,
+                                 max_array_len=MAX_HEADER_BYTES, max_map_len=1024)
+    except (msgpack.exceptions.UnpackException, ValueError) as e:  # ValueError: limits, bad UTF-8
+        raise GarbageError(f"header is not valid msgpack: {type(e).__name__}: {e}"[:200]) from None
+    if type(header) is not dict:
+        raise GarbageError(f"header is a msgpack {type(header).__name__}, not a map")
+    if header.get("magic") != MAGIC:
+        raise MagicError(f"header magic is {header.get('magic')!r:.40}, expected {MAGIC!r}")
+    if header.get("v") != PROTOCOL_VERSION or type(header.get("v")) is not int:
+        raise VersionError(f"protocol version {header.get('v')!r:.40}, this side speaks {PROTOCOL_VERSION}")
+    if set(header) != _HEADER_KEYS:
+        raise SchemaError(f"header keys: missing {sorted(_HEADER_KEYS - set(header))}, "
+                          f"unknown {sorted(map(repr, set(header) - _HEADER_KEYS))[:8]}")
+    for key in ("actor", "env", "seq", "version"):
+        _int()(header[key], f"header.{key}")
+    if type(header["kind"]) is not str or header["kind"] not in SCHEMAS:
+        raise SchemaError(f"header.kind {header['kind']!r:.40} is not one of {sorted(SCHEMAS)}")
+    if type(header["arrays"]) is not list or type(header["meta"]) is not dict:
+        raise SchemaError("header.arrays must be a list and header.meta a map")
+    return header
+
+
+def _check_array(entry: Any, i: int, schema: KindSchema, bound: dict[str, int], seen: set[str],
+                 frame_len: int, max_bytes: int) -> tuple[str, np.dtype, tuple[int, ...]]:
+    if type(entry) is not list or len(entry) != 3:
+        raise SchemaError(f"header.arrays[{i}]: expected [name, dtype, shape]")
+    name, dtype_str, shape = entry
+    if type(name) is not str or name not in schema.arrays:
+        raise SchemaError(f"header.arrays[{i}]: array {name!r:.40} is not allowed here "
+                          f"(allowed: {sorted(schema.arrays)})")
+    if name in seen:
+        raise SchemaError(f"array {name}: appears twice")
+    seen.add(name)
+    spec = schema.arrays[name]
+    dtype = _WIRE_DTYPES.get(dtype_str) if type(dtype_str) is str else None
+    if dtype is None or dtype != spec.dtype:
+        raise DtypeError(f"array {name}: dtype {dtype_str!r:.40}, expected {_CANONICAL[spec.dtype]}")
+    if (type(shape) is not list or len(shape) > MAX_NDIM
+            or any(type(d) is not int or not 0 <= d < _INT_END for d in shape)):
+        raise ShapeError(f"array {name}: shape must be a list of at most {MAX_NDIM} ints >= 0")
+    if len(shape) != len(spec.dims):
+        raise ShapeError(f"array {name}: {len(shape)} dims, expected {len(spec.dims)} {spec.dims}")
+    for d, want in zip(shape, spec.dims):
+        if isinstance(want, int):
+            if d != want:
+                raise ShapeError(f"array {name}: shape {shape}, expected {spec.dims}")
+            continue
+        lo, hi = _DIMS[want]
+        if not lo <= d <= hi:
+            raise ShapeError(f"array {name}: dim {want}={d} outside [{lo}, {hi}]")
+        if bound.setdefault(want, d) != d:
+            raise SchemaError(f"array {name}: {want}={d} but another array has {want}={bound[want]}")
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if nbytes > max_bytes:
+        raise ShapeError(f"array {name}: shape {shape} declares {nbytes} bytes, over the cap")
+    if frame_len < nbytes:
+        raise TruncatedError(f"array {name}: frame has {frame_len} bytes, shape needs {nbytes}")
+    if frame_len > nbytes:
+        raise ShapeError(f"array {name}: frame has {frame_len} bytes, shape {shape} needs {nbytes}")
+    return name, dtype, tuple(shape)
+
+
+def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
+    """Validate and unpack one message; raises a ProtocolError subclass on any fault, nothing else."""
+    if not isinstance(frames, (list, tuple)) or not frames:
+        raise TruncatedError("no frames")
+    if len(frames) > 1 + 64:
+        raise SchemaError(f"{len(frames)} frames: more than any kind uses")
+    views = [_as_bytes_view(f, i) for i, f in enumerate(frames)]
+    total = sum(v.nbytes for v in views)
+    if total > max_bytes:  # before unpacking anything
+        raise OversizedError(f"message is {total} bytes, over the {max_bytes} cap")
+    if views[0].nbytes > MAX_HEADER_BYTES:
+        raise OversizedError(f"header is {views[0].nbytes} bytes, over the {MAX_HEADER_BYTES} cap")
+    header = _unpack_header(views[0])
+    schema = SCHEMAS[header["kind"]]
+    entries = header["arrays"]
+    if len(entries) > len(views) - 1:
+        raise TruncatedError(f"header lists {len(entries)} arrays, only {len(views) - 1} frames follow")
+    if len(entries) < len(views) - 1:
+        raise SchemaError(f"header lists {len(entries)} arrays, but {len(views) - 1} frames follow")
+    bound: dict[str, int] = {}
+    seen: set[str] = set()
+    checked = [_check_array(e, i, schema, bound, seen, views[i + 1].nbytes, max_bytes)
+               for i, e in enumerate(entries)]
+    missing = [n for n, s in schema.arrays.items() if s.required and n not in seen]
+    if missing:
+        raise SchemaError(f"{header['kind']}: required arrays {missing} are missing")
+    arrays = {}
+    for (name, dtype, shape), view in zip(checked, views[1:]):
+        arr = np.frombuffer(view, dtype=dtype).reshape(shape)
+        arr.flags.writeable = False
+        arrays[name] = arr
+    meta = _check_meta(header["kind"], schema, header["meta"])
+    if schema.check is not None:
+        schema.check(arrays, meta)
+    return Message(header["kind"], header["actor"], header["env"], header["seq"], header["version"],
+                   arrays, meta)
+
+
+def _check_meta(kind: str, schema: KindSchema, meta: dict) -> dict:
+    unknown = set(meta) - set(schema.meta)
+    if unknown:
+        raise SchemaError(f"{kind}: unknown meta keys {sorted(map(repr, unknown))[:8]}")
+    out = {}
+    for key, (check, required) in schema.meta.items():
+        if key in meta:
+            out[key] = check(meta[key], f"meta.{key}")
+        elif required:
+            raise SchemaError(f"{kind}: meta.{key} is missing")
+    return out
+
+
+# ---------------------------------------------------------------- builders, one per kind
+def hello_message(actor: int, task: str, pid: int, obs_shape: Sequence[int], action_dim: int,
+                  seq: int = 0) -> Message:
+    return Message(HELLO, actor, 0, seq, 0, {}, {"task": task, "pid": pid,
+                                                  "obs_shape": [int(d) for d in obs_shape],
+                                                  "action_dim": int(action_dim)})
+
+
+def steps_message(actor: int, env: int, seq: int, step0: int, obs: np.ndarray, action: np.ndarray,
+                  reward: np.ndarray, flags: np.ndarray, version: np.ndarray,
+                  cam: np.ndarray | None = None, state: np.ndarray | None = None) -> Message:
+    """T consecutive records of one (actor, env) stream; step0 is the index of the first record."""
+    arrays = {"obs": obs, "action": action, "reward": reward, "flags": flags, "version": version}
+    if cam is not None:
+        arrays["cam"] = cam
+    if state is not None:
+        arrays["state"] = state
+    latest = int(version[-1]) if len(version) else 0  # the header carries the newest acting version
+    return Message(STEPS, actor, env, seq, latest, arrays, {"step0": int(step0)})
+
+
+def stats_message(actor: int, seq: int, episodes: list[dict] | None = None,
+                  perf: dict[str, float] | None = None, version: int = 0) -> Message:
+    meta: dict[str, Any] = {}
+    if episodes is not None:
+        meta["episodes"] = episodes
+    if perf is not None:
+        meta["perf"] = perf
+    return Message(STATS, actor, 0, seq, version, {}, meta)
+
+
+def eval_result_message(actor: int, seq: int, eval_id: int, returns: Sequence[float],
+                        lengths: Sequence[int], version: int = 0) -> Message:
+    return Message(EVAL_RESULT, actor, 0, seq, version, {},
+                   {"eval_id": eval_id, "returns": [float(r) for r in returns],
+                    "lengths": [int(n) for n in lengths]})
+
+
+def policy_message(seq: int, version: int, script: bytes, weights: np.ndarray,
+                   layout: list, random: bool = False) -> Message:
+    """TorchScript bytes plus flat f32 weights; layout = [[name, [shape...]], ...] in weights order."""
+    return Message(POLICY, 0, 0, seq, version,
+                   {"script": np.frombuffer(script, dtype=np.uint8), "weights": weights},
+                   {"layout": layout, "random": bool(random)})
+
+
+def weights_message(seq: int, version: int, weights: np.ndarray, layout: list,
+                    random: bool = False) -> Message:
+    return Message(WEIGHTS, 0, 0, seq, version, {"weights": weights},
+                   {"layout": layout, "random": bool(random)})
+
+
+def stop_message(seq: int, version: int, reason: str = "done") -> Message:
+    """The learner's end of run: actors exit cleanly and are not restarted."""
+    return Message(STOP, 0, 0, seq, version, {}, {"reason": reason})
+
+
+def eval_message(seq: int, version: int, eval_id: int, episodes: int, target_actor: int) -> Message:
+    return Message(EVAL, 0, 0, seq, version, {},
+                   {"eval_id": eval_id, "episodes": episodes, "target_actor": target_actor})

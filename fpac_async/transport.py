@@ -1,0 +1,166 @@
+"""Thin pyzmq helpers shared by actors and learner: endpoints, socket factories, send/recv, reject counts.
+
+Topology (docs/INTERFACES.md): the learner binds a data PULL on PORT and a PUB on PORT+1; each actor
+connects a PUSH to PORT and a SUB to PORT+1. Backpressure comes from small high-water marks: when
+the learner falls behind, the PUSH queue fills and actors block in send instead of growing memory.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import zmq
+
+from fpac_async.protocol import DEFAULT_MAX_BYTES, Message, ProtocolError, decode, encode
+
+log = logging.getLogger(__name__)
+
+PUSH_SNDHWM = 4  # steps chunks queued per actor; more buys nothing but memory and policy lag
+PULL_RCVHWM = 64  # chunks queued in the learner per connected actor
+PUB_SNDHWM = 4  # policy broadcasts queued per subscriber (dropped beyond: a newer one follows)
+SUB_RCVHWM = 4
+RECONNECT_IVL_MS = 100
+RECONNECT_IVL_MAX_MS = 5000
+# pyzmq copies frames below this size even with copy=False: zero-copy only pays for large frames.
+COPY_THRESHOLD = 64 * 2**10
+
+_ENDPOINT = re.compile(r"^(?:tcp://)?(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The two addresses of a learner: data (PUSH/PULL) and broadcast (PUB/SUB, data port + 1)."""
+
+    data: str
+    pub: str
+
+
+def _split(endpoint: str, what: str) -> tuple[str, int]:
+    match = _ENDPOINT.match(endpoint.strip()) if isinstance(endpoint, str) else None
+    if match is None:
+        raise ValueError(f"{what}: malformed endpoint {endpoint!r}; expected HOST:PORT or tcp://HOST:PORT")
+    port = int(match["port"])
+    if not 1 <= port <= 65534:  # PORT + 1 must be a port too
+        raise ValueError(f"{what}: port {port} must be in 1..65534 (the broadcast uses PORT + 1)")
+    return match["host"], port
+
+
+def learner_endpoints(bind: str) -> Endpoints:
+    """`tcp://*:5555` -> bind data on tcp://*:5555 and the broadcast on tcp://*:5556."""
+    host, port = _split(bind, "--bind")
+    return Endpoints(f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}")
+
+
+def actor_endpoints(learner: str) -> Endpoints:
+    """`HOST:5555` or `tcp://HOST:5555` -> connect data to HOST:5555 and the broadcast to HOST:5556."""
+    host, port = _split(learner, "--learner")
+    if host == "*":
+        raise ValueError(f"--learner: {learner!r} names no host to connect to")
+    return Endpoints(f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}")
+
+
+def _socket(ctx: zmq.Context, kind: int, linger_ms: int) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, linger_ms)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    sock.copy_threshold = COPY_THRESHOLD
+    return sock
+
+
+def push_socket(ctx: zmq.Context, connect: str, sndhwm: int = PUSH_SNDHWM, linger_ms: int = 1000,
+                send_timeout_ms: int = -1) -> zmq.Socket:
+    """Actor data socket. IMMEDIATE: queue only to a live connection, so a send with no learner
+    blocks (or raises zmq.Again) instead of piling up in a pipe to nobody."""
+    sock = _socket(ctx, zmq.PUSH, linger_ms)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
+    sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
+    sock.connect(connect)
+    return sock
+
+
+def pull_socket(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                rcvhwm: int = PULL_RCVHWM, linger_ms: int = 0) -> zmq.Socket:
+    """Learner data socket. MAXMSGSIZE makes libzmq drop (and disconnect) any frame over max_bytes
+    before Python sees it; decode() still caps the total of all frames."""
+    sock = _socket(ctx, zmq.PULL, linger_ms)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    sock.bind(bind)
+    return sock
+
+
+def pub_socket(ctx: zmq.Context, bind: str, sndhwm: int = PUB_SNDHWM, linger_ms: int = 0) -> zmq.Socket:
+    """Learner broadcast socket. PUB drops for a slow subscriber past SNDHWM (never blocks)."""
+    sock = _socket(ctx, zmq.PUB, linger_ms)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
+    sock.bind(bind)
+    return sock
+
+
+def sub_socket(ctx: zmq.Context, connect: str, max_bytes: int = DEFAULT_MAX_BYTES,
+               rcvhwm: int = SUB_RCVHWM, linger_ms: int = 0) -> zmq.Socket:
+    """Actor broadcast socket, subscribed to everything. PUB/SUB loses what was sent before the
+    subscription reached the learner: actors send hello until a policy arrives."""
+    sock = _socket(ctx, zmq.SUB, linger_ms)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(connect)
+    return sock
+
+
+def learner_sockets(ctx: zmq.Context, bind: str,
+                    max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[zmq.Socket, zmq.Socket]:
+    """(data PULL, broadcast PUB) bound as `--bind` says."""
+    ep = learner_endpoints(bind)
+    pull = pull_socket(ctx, ep.data, max_bytes)
+    try:
+        return pull, pub_socket(ctx, ep.pub)
+    except zmq.ZMQError:
+        pull.close(linger=0)
+        raise
+
+
+def actor_sockets(ctx: zmq.Context, learner: str,
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[zmq.Socket, zmq.Socket]:
+    """(data PUSH, broadcast SUB) connected to `--learner`; SUB first so no broadcast is missed."""
+    ep = actor_endpoints(learner)
+    sub = sub_socket(ctx, ep.pub, max_bytes)
+    return push_socket(ctx, ep.data), sub
+
+
+def send_message(sock: zmq.Socket, msg: Message, flags: int = 0) -> None:
+    """Send `msg` as one multipart message. Frames over COPY_THRESHOLD go zero-copy: libzmq reads
+    the arrays later from the IO thread, so the caller must not modify them after this call.
+    With flags=zmq.NOBLOCK a full queue raises zmq.Again."""
+    sock.send_multipart(encode(msg), flags=flags, copy=False)
+
+
+def recv_message(sock: zmq.Socket, max_bytes: int = DEFAULT_MAX_BYTES,
+                 timeout_ms: int | None = None) -> Message | None:
+    """The next message, None if none came within timeout_ms (None: wait forever).
+    Raises ProtocolError for a message that fails validation (the caller counts it and goes on)."""
+    if timeout_ms is not None and not sock.poll(timeout_ms, zmq.POLLIN):
+        return None
+    return decode(sock.recv_multipart(copy=False), max_bytes)
+
+
+@dataclass
+class RejectCounter:
+    """Counts rejected messages per reason; logs the first reject of each reason (no log floods)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, err: ProtocolError, source: str = "") -> None:
+        n = self.counts.get(err.reason, 0) + 1
+        self.counts[err.reason] = n
+        if n == 1:
+            log.warning("rejected a message (%s)%s: %s; further %s rejects are only counted",
+                        err.reason, f" from {source}" if source else "", err, err.reason)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
