@@ -1,0 +1,141 @@
+"""Actor and critic heads of the SAC agent (paper section III, Table I; DESIGN.md section 1).
+
+Both are MLPs with cfg.hidden_layers hidden layers of cfg.hidden_dim units and Swish (SiLU)
+activations (Table I) on top of the encoder's features.
+
+Choices (documented because the paper does not fix them):
+- Initialisation: orthogonal weights and zero biases on every linear layer, as in SAC-AE and DrQ
+  (`weight_init`), the code bases FPAC builds on.
+- log-std bound: the tanh rescale of SAC-AE/DrQ, log_std = min + (max - min) * (tanh(u) + 1) / 2,
+  rather than a hard clamp: the bound is smooth, so the gradient never vanishes at the edges.
+- Twin critic: the two Q networks are one "ensemble" MLP whose weights are stacked [2, in, out] and
+  evaluated with one batched matmul per layer (torch.baddbmm): half the kernel launches of two
+  separate MLPs, which matters at thousands of updates per second. Each member is initialised
+  independently (orthogonal per member).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    """Orthogonal weights and zero biases for nn.Linear (SAC-AE/DrQ `weight_init`)."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int) -> nn.Sequential:
+    """in_dim -> hidden_layers x (Linear(hidden_dim), SiLU) -> Linear(out_dim)."""
+    layers: List[nn.Module] = []
+    width = in_dim
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(width, hidden_dim), nn.SiLU()]
+        width = hidden_dim
+    layers.append(nn.Linear(width, out_dim))
+    net = nn.Sequential(*layers)
+    net.apply(orthogonal_init)
+    return net
+
+
+class Actor(nn.Module):
+    """The tanh-Gaussian policy pi(a | s): a = tanh(mu + sigma * eps), eps ~ N(0, I)."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, hidden_layers: int,
+                 log_std_min: float, log_std_max: float):
+        super().__init__()
+        if not log_std_min < log_std_max:
+            raise ValueError(f"log_std_min ({log_std_min}) must be < log_std_max ({log_std_max})")
+        self.action_dim = action_dim
+        self.log_std_min = float(log_std_min)
+        self.log_std_max = float(log_std_max)
+        self.trunk = mlp(feature_dim, hidden_dim, 2 * action_dim, hidden_layers)
+
+    def forward(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+        """(mean, log_std) of the pre-tanh Gaussian, each [B, A]."""
+        mean, raw = self.trunk(features).chunk(2, dim=-1)
+        # tanh rescale into [log_std_min, log_std_max] (SAC-AE/DrQ), see the module docstring.
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
+            torch.tanh(raw) + 1.0)
+        return mean, log_std
+
+    @torch.jit.export
+    def act(self, features: Tensor, deterministic: bool) -> Tensor:
+        """An action [B, A] in (-1, 1): tanh(mean), or tanh(mean + std * eps) when stochastic."""
+        mean, log_std = self.forward(features)
+        if deterministic:
+            return torch.tanh(mean)
+        return torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
+
+    @torch.jit.ignore
+    def sample(self, features: Tensor) -> Tuple[Tensor, Tensor]:
+        """A reparameterised sample (action [B, A], log pi(action | s) [B]) for the SAC losses.
+
+        log pi(a) = log N(u; mu, sigma) - sum log(1 - tanh(u)^2), with the change-of-variables
+        term in the stable form log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)). Computed in
+        float32 even under bf16 autocast (the log-prob is a small difference of large terms).
+        """
+        mean, log_std = self.forward(features)
+        mean = mean.float()
+        log_std = log_std.float()
+        eps = torch.randn_like(mean)
+        u = mean + log_std.exp() * eps
+        action = torch.tanh(u)
+        gaussian = -0.5 * eps.pow(2) - log_std - 0.5 * _LOG_2PI
+        squash = 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
+        return action, (gaussian - squash).sum(-1)
+
+
+class EnsembleLinear(nn.Module):
+    """`members` independent linear layers applied in one batched matmul: [E, B, in] -> [E, B, out].
+
+    A 2-D input [B, in] is shared by all members (broadcast without a copy).
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
+        with torch.no_grad():
+            for e in range(members):
+                w = torch.empty(out_dim, in_dim)
+                nn.init.orthogonal_(w)  # per member, same law as nn.Linear's orthogonal init
+                self.weight[e].copy_(w.t())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.weight.size(0), -1, -1)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class TwinCritic(nn.Module):
+    """Clipped double Q: two Q(s, a) MLPs on [features, action], evaluated together."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, hidden_layers: int,
+                 num_q: int = 2):
+        super().__init__()
+        layers: List[nn.Module] = []
+        width = feature_dim + action_dim
+        for _ in range(hidden_layers):
+            layers += [EnsembleLinear(num_q, width, hidden_dim), nn.SiLU()]
+            width = hidden_dim
+        layers.append(EnsembleLinear(num_q, width, 1))
+        self.net = nn.Sequential(*layers)
+        self.num_q = num_q
+
+    def forward(self, features: Tensor, action: Tensor) -> Tensor:
+        """Q values [num_q, B] of (features [B, F], action [B, A])."""
+        if features.shape[0] != action.shape[0]:
+            raise ValueError(f"features {tuple(features.shape)} and action "
+                             f"{tuple(action.shape)} disagree on the batch size")
+        x = torch.cat([features, action.to(features.dtype)], dim=-1)
+        return self.net(x).squeeze(-1)

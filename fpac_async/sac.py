@@ -1,0 +1,240 @@
+"""The SAC learner as a pure compute object (paper section III, Table I; DESIGN.md section 1).
+
+`SAC.update(batch) -> metrics` does one gradient step: no I/O, no logging, and no host-device
+sync (metrics are 0-d tensors the caller may read whenever it likes; the update counter is a
+Python int). Structure follows SAC-AE / DrQ:
+
+- encoder (trained by the critic loss only), actor, twin critic; a target critic with its OWN
+  target encoder, both Polyak-averaged with rate tau every cfg.target_update_every updates;
+- the actor and the temperature see DETACHED features (DESIGN.md: "only the critic loss trains
+  the encoder"), and are updated every cfg.actor_update_every updates;
+- the actor reuses the features computed for the critic step, detached (as in DrQ-v2), rather
+  than encoding the observations a second time.
+
+Frame sharing (fpac encoder with the velocity term): s = (o_{t-1}, o_t) and s' = (o_t, o_{t+1})
+share o_t, so the online encoder computes points of o_{t-1}, o_t (with gradient) and o_{t+1}
+(without) once each, and the target encoder those of o_t, o_{t+1}: 5 frame passes instead of 6,
+and backward through 2 frames per sample. This relies on the replay building s' from the same
+frame sequence as s (docs/INTERFACES.md); `Batch.validate(check_overlap=True)` checks it.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fpac_async.batch import Batch
+from fpac_async.config import AgentConfig
+from fpac_async.encoders import make_encoder
+from fpac_async.networks import Actor, TwinCritic
+
+
+class SAC:
+    """Soft actor-critic over an observation encoder; see the module docstring."""
+
+    def __init__(self, cfg: AgentConfig, obs_shape: Tuple[int, int, int], action_dim: int,
+                 device: Union[str, torch.device] = "cpu", state_dim: int = 0,
+                 amp: bool = False, channels_last: bool = False):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.action_dim = int(action_dim)
+        # bf16 autocast only where it pays and is supported (CUDA); a no-op elsewhere.
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.channels_last = bool(channels_last)
+        self.encoder = make_encoder(cfg, obs_shape, state_dim).to(self.device)
+        feature_dim = int(self.encoder.out_dim)
+        self.actor = Actor(feature_dim, self.action_dim, cfg.hidden_dim, cfg.hidden_layers,
+                           cfg.log_std_min, cfg.log_std_max).to(self.device)
+        self.critic = TwinCritic(feature_dim, self.action_dim, cfg.hidden_dim,
+                                 cfg.hidden_layers).to(self.device)
+        if self.channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
+        self.target_encoder = copy.deepcopy(self.encoder)
+        self.critic_target = copy.deepcopy(self.critic)
+        for p in list(self.target_encoder.parameters()) + list(self.critic_target.parameters()):
+            p.requires_grad_(False)
+        self.log_alpha = torch.tensor(math.log(cfg.init_temperature), device=self.device,
+                                      requires_grad=True)
+        self.target_entropy = (float(cfg.target_entropy) if cfg.target_entropy is not None
+                               else -float(self.action_dim))
+        self.gamma = float(cfg.gamma)
+        self.tau = float(cfg.tau)
+        self.frame_sharing = cfg.encoder == "fpac" and cfg.velocity and hasattr(
+            self.encoder, "points")
+
+        lr = cfg.lr_initial if (cfg.lr_initial is not None
+                                and cfg.lr_initial_env_steps > 0) else cfg.lr
+        critic_params = list(self.encoder.parameters()) + list(self.critic.parameters())
+        self._actor_params = list(self.actor.parameters())
+        self.critic_opt = self._adam(critic_params, lr)
+        self.actor_opt = self._adam(self._actor_params, lr)
+        self.alpha_opt = self._adam([self.log_alpha], lr)
+        # Flat lists for the Polyak step: one torch._foreach_lerp_ over all target tensors.
+        self._online = critic_params
+        self._target = (list(self.target_encoder.parameters())
+                        + list(self.critic_target.parameters()))
+        self.num_updates = 0
+
+    def _adam(self, params: List[Tensor], lr: float) -> torch.optim.Adam:
+        # Fused Adam on CUDA (one kernel for all tensors), multi-tensor foreach elsewhere.
+        if self.device.type == "cuda":
+            return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _obs(self, obs: Tensor) -> Tensor:
+        return obs.contiguous(memory_format=torch.channels_last) if self.channels_last else obs
+
+    @property
+    def alpha(self) -> Tensor:
+        return self.log_alpha.detach().exp()
+
+    # ----------------------------------------------------------------------------- features
+    def encode_pair(self, batch: Batch) -> Tuple[Tensor, Tensor, Tensor]:
+        """(features of s with gradient, online features of s' without, target features of s').
+
+        All [B, out_dim] in float32 (or bf16 under amp). See the module docstring for the frame
+        sharing of the fpac encoder.
+        """
+        obs, next_obs = self._obs(batch.obs), self._obs(batch.next_obs)
+        enc = self.encoder
+        if self.frame_sharing:
+            b, _, h, w = obs.shape
+            # [B, 6, H, W] -> [2B, 3, H, W] is a view: rows (b0 o_{t-1}, b0 o_t, b1 o_{t-1}, ...).
+            pts = enc.points(obs.reshape(2 * b, 3, h, w))
+            pts = pts.view(b, 2, pts.shape[-2], pts.shape[-1])
+            x_prev, x_t = pts[:, 0], pts[:, 1]
+            features = enc.state_from_points(x_t, x_prev, batch.cam)
+            with torch.no_grad():
+                x_next = enc.points(next_obs[:, 3:])
+                next_features = enc.state_from_points(x_next, x_t.detach(), batch.next_cam)
+        else:
+            features = enc(obs, batch.cam, batch.state)
+            with torch.no_grad():
+                next_features = enc(next_obs, batch.next_cam, batch.next_state)
+        with torch.no_grad():
+            target_features = self.target_encoder(next_obs, batch.next_cam, batch.next_state)
+        return features, next_features, target_features
+
+    # ------------------------------------------------------------------------------- losses
+    def critic_loss(self, batch: Batch, features: Tensor, next_features: Tensor,
+                    target_features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """J_Q (section III): sum over both critics of mean (Q(s, a) - y)^2, with
+        y = r + gamma * discount * (min_i Q'_i(s', a') - alpha log pi(a' | s')), a' ~ pi(. | s')."""
+        with torch.no_grad():
+            next_action, next_log_prob = self.actor.sample(next_features)
+            target_q = self.critic_target(target_features, next_action).float().min(0).values
+            soft_value = target_q - self.alpha * next_log_prob
+            target = batch.reward + self.gamma * batch.discount * soft_value
+        q = self.critic(features, batch.action).float()  # [2, B]
+        loss = F.mse_loss(q[0], target) + F.mse_loss(q[1], target)
+        metrics = {"critic_loss": loss.detach(), "q": q.detach().mean(),
+                   "target_q": target.mean()}
+        return loss, metrics
+
+    def actor_alpha_loss(self, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Actor loss E[alpha log pi(a|s) - min_i Q_i(s, a)] plus temperature loss
+        E[alpha (-log pi(a|s) - target_entropy)] on DETACHED features (no encoder gradient).
+
+        The temperature gradient is alpha (H - target): alpha falls while the entropy H exceeds
+        the target and rises while it is below.
+        """
+        features = features.detach()
+        action, log_prob = self.actor.sample(features)
+        q = self.critic(features, action).float().min(0).values
+        actor_loss = (self.alpha * log_prob - q).mean()
+        entropy = -log_prob.detach()
+        alpha_loss = (self.log_alpha.exp() * (entropy - self.target_entropy)).mean()
+        metrics = {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(),
+                   "log_prob": log_prob.detach().mean(), "entropy": entropy.mean()}
+        return actor_loss + alpha_loss, metrics
+
+    # ------------------------------------------------------------------------------ update
+    def update(self, batch: Batch) -> Dict[str, Tensor]:
+        """One SAC step on `batch` (already on self.device). Returns 0-d tensors: critic_loss, q
+        (mean Q(s, a) of both critics), target_q (mean Bellman target y), alpha; and on actor
+        steps (updates 0, k, 2k, ... for k = actor_update_every) also actor_loss, alpha_loss,
+        log_prob (mean log pi(a|s)) and entropy (its negative)."""
+        with self._autocast():
+            features, next_features, target_features = self.encode_pair(batch)
+            loss, metrics = self.critic_loss(batch, features, next_features, target_features)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+
+        if self.num_updates % self.cfg.actor_update_every == 0:
+            with self._autocast():
+                loss, actor_metrics = self.actor_alpha_loss(features)
+            self.actor_opt.zero_grad(set_to_none=True)
+            self.alpha_opt.zero_grad(set_to_none=True)
+            # inputs=: autograd skips the critic's weight gradients, which the actor step ignores.
+            loss.backward(inputs=self._actor_params + [self.log_alpha])
+            self.actor_opt.step()
+            self.alpha_opt.step()
+            metrics.update(actor_metrics)
+
+        if self.num_updates % self.cfg.target_update_every == 0:
+            self.update_targets(self.tau)
+        self.num_updates += 1
+        metrics["alpha"] = self.alpha
+        return metrics
+
+    @torch.no_grad()
+    def update_targets(self, tau: float) -> None:
+        """Polyak: target <- target + tau * (online - target), for target encoder and critic."""
+        torch._foreach_lerp_(self._target, self._online, tau)
+
+    # ----------------------------------------------------------------------------- acting
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool, cam: Optional[Tensor] = None,
+            state: Optional[Tensor] = None) -> Tensor:
+        """Actions f32 [N, A] for observations uint8 [N, 3S, H, W] (tests and evaluation)."""
+        cam = None if cam is None else cam.to(self.device)
+        state = None if state is None else state.to(self.device)
+        with self._autocast():
+            features = self.encoder(self._obs(obs.to(self.device)), cam, state)
+            return self.actor.act(features, deterministic).float()
+
+    def set_lr(self, lr: float) -> None:
+        """Set the Adam learning rate of critic (with encoder), actor and temperature."""
+        for opt in (self.critic_opt, self.actor_opt, self.alpha_opt):
+            for group in opt.param_groups:
+                group["lr"] = float(lr)
+
+    # ---------------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict:
+        return {
+            "encoder": self.encoder.state_dict(), "target_encoder": self.target_encoder.state_dict(),
+            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "critic_opt": self.critic_opt.state_dict(), "actor_opt": self.actor_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(), "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = sorted({"encoder", "target_encoder", "actor", "critic", "critic_target",
+                          "log_alpha", "critic_opt", "actor_opt", "alpha_opt",
+                          "num_updates"} - set(state))
+        if missing:
+            raise ValueError(f"SAC state_dict is missing keys {missing}")
+        self.encoder.load_state_dict(state["encoder"])
+        self.target_encoder.load_state_dict(state["target_encoder"])
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.num_updates = int(state["num_updates"])

@@ -1,0 +1,224 @@
+"""SAC learner: hand-checked targets, temperature sign, which parameters each step moves,
+Polyak exactness, encoder gradients from the critic only, checkpoints, all encoders."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from fpac_async.batch import Batch
+from fpac_async.config import AgentConfig
+from fpac_async.sac import SAC
+
+B, A, H, D = 8, 2, 32, 5
+
+
+def tiny_cfg(**kw) -> AgentConfig:
+    base = dict(hidden_dim=32, num_points=4, conv_channels=8, batch_size=B, pixels_feature_dim=16)
+    base.update(kw)
+    return AgentConfig(**base)
+
+
+def make_sac(seed: int = 0, **kw) -> SAC:
+    torch.manual_seed(seed)
+    return SAC(tiny_cfg(**kw), (6, H, H), A, "cpu", state_dim=D)
+
+
+def make_batch(seed: int = 1, batch: int = B, cam: bool = False) -> Batch:
+    """Stacks cut from one frame sequence, so next_obs[:, :3] == obs[:, 3:] (the replay's rule)."""
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (batch, 3, 3, H, H), dtype=torch.uint8, generator=g)
+    obs = torch.cat([frames[:, 0], frames[:, 1]], 1)
+    next_obs = torch.cat([frames[:, 1], frames[:, 2]], 1)
+    cams = (torch.randn(batch, 2, generator=g), torch.randn(batch, 2, generator=g)) if cam \
+        else (None, None)
+    return Batch(obs=obs, action=torch.rand(batch, A, generator=g) * 2 - 1,
+                 reward=torch.rand(batch, generator=g),
+                 discount=(torch.rand(batch, generator=g) > 0.2).float(), next_obs=next_obs,
+                 cam=cams[0], next_cam=cams[1], state=torch.randn(batch, D, generator=g),
+                 next_state=torch.randn(batch, D, generator=g))
+
+
+def snapshot(module: nn.Module) -> list:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before: list, module: nn.Module) -> bool:
+    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters()))
+
+
+class FixedQ(nn.Module):
+    """A critic stub returning fixed Q values [2, B] (with a gradient path for the loss)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = nn.Parameter(torch.tensor(values))
+
+    def forward(self, features: Tensor, action: Tensor) -> Tensor:
+        return self.values
+
+
+def test_critic_target_and_loss_hand_computed(monkeypatch):
+    sac = make_sac(encoder="state")
+    batch = make_batch(batch=2)
+    batch.reward = torch.tensor([0.5, -1.0])
+    batch.discount = torch.tensor([1.0, 0.0])
+    monkeypatch.setattr(sac.actor, "sample",
+                        lambda f: (torch.zeros(2, A), torch.tensor([-0.7, 0.3])))
+    sac.critic_target = FixedQ([[2.0, 5.0], [1.5, 4.0]])
+    sac.critic = FixedQ([[1.0, 0.0], [3.0, -2.0]])
+    f = torch.zeros(2, D)
+    loss, metrics = sac.critic_loss(batch, f, f, f)
+    # y0 = 0.5 + 0.99 * (min(2.0, 1.5) - 0.1 * (-0.7)) = 0.5 + 0.99 * 1.57 = 2.0543; y1 = r1 = -1.
+    assert metrics["target_q"].item() == pytest.approx((2.0543 - 1.0) / 2, abs=1e-6)
+    # mean((1 - 2.0543)^2, (0 + 1)^2) + mean((3 - 2.0543)^2, (-2 + 1)^2)
+    expected = (1.0543 ** 2 + 1.0) / 2 + (0.9457 ** 2 + 1.0) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    assert metrics["q"].item() == pytest.approx(0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("log_prob, direction", [(5.0, +1), (-5.0, -1)])
+def test_temperature_moves_toward_target_entropy(monkeypatch, log_prob, direction):
+    # target entropy -|A| = -2. log pi = 5 -> entropy -5 < -2: alpha must rise; log pi = -5 ->
+    # entropy 5 > -2: alpha must fall.
+    sac = make_sac(encoder="state")
+    assert sac.target_entropy == -2.0
+    real_sample = sac.actor.sample
+
+    def fixed_log_prob(features):
+        action, _ = real_sample(features)
+        return action, torch.full((features.shape[0],), log_prob)
+
+    monkeypatch.setattr(sac.actor, "sample", fixed_log_prob)
+    before = sac.alpha.item()
+    assert before == pytest.approx(0.1)
+    sac.update(make_batch())
+    assert (sac.alpha.item() - before) * direction > 0
+
+
+def test_which_parameters_each_update_moves():
+    sac = make_sac()  # actor_update_every = target_update_every = 2
+    batch = make_batch()
+    nets = {n: getattr(sac, n) for n in ("encoder", "critic", "actor", "target_encoder",
+                                         "critic_target")}
+    before = {n: snapshot(m) for n, m in nets.items()}
+    alpha = sac.log_alpha.item()
+    metrics = sac.update(batch)  # update 0: critic, actor + alpha, targets
+    assert all(changed(before[n], m) for n, m in nets.items())
+    assert sac.log_alpha.item() != alpha
+    assert all(isinstance(v, Tensor) and v.dim() == 0 for v in metrics.values())
+    before = {n: snapshot(m) for n, m in nets.items()}
+    alpha = sac.log_alpha.item()
+    sac.update(batch)  # update 1: critic (and encoder) only
+    assert changed(before["encoder"], sac.encoder) and changed(before["critic"], sac.critic)
+    for name in ("actor", "target_encoder", "critic_target"):
+        assert not changed(before[name], nets[name]), name
+    assert sac.log_alpha.item() == alpha
+    assert sac.num_updates == 2
+
+
+def test_encoder_gradient_comes_from_the_critic_only():
+    sac = make_sac()
+    batch = make_batch()
+    features, _, _ = sac.encode_pair(batch)
+    loss, _ = sac.actor_alpha_loss(features)
+    loss.backward()
+    assert all(p.grad is None for p in sac.encoder.parameters())
+    assert any(p.grad is not None for p in sac.actor.parameters())
+
+    # In a full actor-step update, the encoder's gradient is exactly the critic loss's.
+    sac = make_sac()
+    twin = copy.deepcopy(sac)
+    torch.manual_seed(3)
+    sac.update(batch)
+    torch.manual_seed(3)
+    loss, _ = twin.critic_loss(batch, *twin.encode_pair(batch))
+    loss.backward()
+    for p, q in zip(sac.encoder.parameters(), twin.encoder.parameters()):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0)
+
+
+def test_target_networks_move_by_tau():
+    sac = make_sac(tau=0.25)
+    targets = list(sac.target_encoder.parameters()) + list(sac.critic_target.parameters())
+    online = list(sac.encoder.parameters()) + list(sac.critic.parameters())
+    before = [t.detach().clone() for t in targets]
+    sac.update(make_batch())  # a target-update step
+    for b, t, o in zip(before, targets, online):
+        expected = b + 0.25 * (o.detach() - b)
+        torch.testing.assert_close(t, expected, rtol=0, atol=1e-6)
+    assert any(not torch.equal(b, t) for b, t in zip(before, targets))
+
+
+def test_frame_sharing_matches_plain_encoding():
+    sac = make_sac(camera_offset=True)
+    assert sac.frame_sharing
+    batch = make_batch(cam=True)
+    shared = sac.encode_pair(batch)
+    sac.frame_sharing = False
+    plain = sac.encode_pair(batch)
+    for s, p in zip(shared, plain):
+        torch.testing.assert_close(s, p, rtol=1e-5, atol=1e-6)
+
+
+def test_state_dict_round_trip():
+    sac = make_sac(seed=0)
+    batch = make_batch()
+    for _ in range(3):
+        sac.update(batch)
+    other = make_sac(seed=7)
+    other.load_state_dict(sac.state_dict())
+    assert other.num_updates == 3
+    torch.testing.assert_close(other.act(batch.obs, True), sac.act(batch.obs, True), rtol=0, atol=0)
+    # Optimiser state and the counter came along: the next update is identical too.
+    torch.manual_seed(5)
+    m1 = sac.update(batch)
+    torch.manual_seed(5)
+    m2 = other.update(batch)
+    for k in m1:
+        torch.testing.assert_close(m1[k], m2[k], rtol=0, atol=0)
+    for p, q in zip(sac.critic_target.parameters(), other.critic_target.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("encoder", ["fpac", "pixels", "state"])
+def test_every_encoder_runs_updates(encoder):
+    sac = make_sac(encoder=encoder, camera_offset=encoder == "fpac")
+    batch = make_batch(cam=True)
+    metrics = sac.update(batch)  # update 0 is an actor step: every metric is there
+    assert sac.update(batch).keys() == {"critic_loss", "q", "target_q", "alpha"}
+    assert {"critic_loss", "actor_loss", "alpha_loss", "q", "target_q", "alpha", "log_prob",
+            "entropy"} <= set(metrics)
+    assert all(torch.isfinite(v) for v in metrics.values())
+    action = sac.act(batch.obs, False, batch.cam, batch.state)
+    assert action.shape == (B, A) and action.abs().max() < 1
+
+
+def test_set_lr_and_initial_temperature():
+    sac = make_sac(init_temperature=0.3, target_entropy=-0.5)
+    assert sac.alpha.item() == pytest.approx(0.3) and sac.target_entropy == -0.5
+    sac.set_lr(1e-5)
+    for opt in (sac.critic_opt, sac.actor_opt, sac.alpha_opt):
+        assert all(g["lr"] == 1e-5 for g in opt.param_groups)
+    assert math.isclose(make_sac(lr_initial=3e-4, lr_initial_env_steps=10)
+                        .critic_opt.param_groups[0]["lr"], 3e-4)
+
+
+def test_batch_validate_rejects_contract_breaks():
+    batch = make_batch(cam=True)
+    batch.validate(check_overlap=True)
+    bad = copy.copy(batch)
+    bad.reward = batch.reward.double()
+    with pytest.raises(ValueError, match="reward"):
+        bad.validate()
+    bad = copy.copy(batch)
+    bad.next_cam = None
+    with pytest.raises(ValueError, match="cam"):
+        bad.validate()
+    bad = copy.copy(batch)
+    bad.next_obs = torch.flip(batch.next_obs, [0])
+    with pytest.raises(ValueError, match="overlap|older frames"):
+        bad.validate(check_overlap=True)
+    assert batch.to("cpu").obs.data_ptr() == batch.obs.data_ptr()
