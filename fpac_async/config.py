@@ -217,6 +217,11 @@ def resolve(cfg: RunConfig) -> RunConfig:
     _check_choice("agent.encoder", cfg.agent.encoder, ("fpac", "pixels", "state"))
     _check_choice("agent.softmax", cfg.agent.softmax, ("separable", "spatial"))
     _check_choice("env.backend", env.backend, ("dmc", "envpool", "numpy"))
+    if cfg.agent.relative and cfg.agent.camera_offset:
+        # Relative coordinates already cancel a global image shift; adding the camera offset on top
+        # would correct the previous frame's points twice.
+        raise ConfigError("agent.relative and agent.camera_offset cannot both be on: relative "
+                          "coordinates already remove the camera's global shift")
     if cfg.agent.num_points < 1 or cfg.agent.fp_temperature <= 0:
         raise ConfigError("agent.num_points must be >= 1 and agent.fp_temperature > 0")
     if env.action_repeat < 1 or env.episode_control_steps % env.action_repeat:

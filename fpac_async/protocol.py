@@ -195,7 +195,8 @@ def _check_eval_result(arrays: dict[str, np.ndarray], meta: dict) -> None:
 SCHEMAS: dict[str, KindSchema] = {
     HELLO: KindSchema({}, {"task": (_str, True), "pid": (_int(), True),
                            "obs_shape": (_list(_int(1), MAX_NDIM, 1), True),
-                           "action_dim": (_int(1, 64), True)}),
+                           "action_dim": (_int(1, 64), True),
+                           "state_dim": (_int(0, 4096), False)}),
     STEPS: KindSchema({"obs": ArraySpec(_U8, ("T", 3, "H", "W")), "action": ArraySpec(_F32, ("T", "A")),
                        "reward": ArraySpec(_F32, ("T",)), "flags": ArraySpec(_U8, ("T",)),
                        "version": ArraySpec(_I32, ("T",)), "cam": ArraySpec(_F32, ("T", 2), False),
@@ -376,10 +377,12 @@ def _check_meta(kind: str, schema: KindSchema, meta: dict) -> dict:
 
 # ---------------------------------------------------------------- builders, one per kind
 def hello_message(actor: int, task: str, pid: int, obs_shape: Sequence[int], action_dim: int,
-                  seq: int = 0) -> Message:
-    return Message(HELLO, actor, 0, seq, 0, {}, {"task": task, "pid": pid,
-                                                  "obs_shape": [int(d) for d in obs_shape],
-                                                  "action_dim": int(action_dim)})
+                  seq: int = 0, state_dim: int | None = None) -> Message:
+    meta = {"task": task, "pid": pid, "obs_shape": [int(d) for d in obs_shape],
+            "action_dim": int(action_dim)}
+    if state_dim is not None:
+        meta["state_dim"] = int(state_dim)
+    return Message(HELLO, actor, 0, seq, 0, {}, meta)
 
 
 def steps_message(actor: int, env: int, seq: int, step0: int, obs: np.ndarray, action: np.ndarray,

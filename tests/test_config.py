@@ -43,6 +43,8 @@ def test_resolve_fills_preset_values_and_validates():
     assert (tiny.env.backend, tiny.env.image_size, tiny.env.episode_control_steps) == ("numpy", 32, 50)
     with pytest.raises(C.ConfigError, match="agent.softmax"):
         C.resolve(C.RunConfig(agent=C.AgentConfig(softmax="full")))
+    with pytest.raises(C.ConfigError, match="relative and agent.camera_offset"):
+        C.resolve(C.RunConfig(agent=C.AgentConfig(relative=True, camera_offset=True)))
     with pytest.raises(C.ConfigError, match="multiple of env.action_repeat"):
         C.resolve(C.RunConfig(env=C.EnvConfig(action_repeat=7)))
 
