@@ -1,0 +1,79 @@
+"""The learner's PUB socket: policy, weights, evaluation requests and the stop message.
+
+Only the main thread calls these (zmq sockets are not thread-safe). PUB never blocks: a slow
+subscriber past its high-water mark misses a message, and the next broadcast replaces it.
+
+The TorchScript policy (code + weights at export time) is exported once and cached for as long as
+the weights layout (the architecture) stays the same; every `policy` message carries the current
+flat weights next to it, which the actor loads into the script (fpac_async.export). A `weights`
+message carries the flat weights alone, with `random = False` (the learner sends no weights
+during the random phase).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import zmq
+
+from fpac_async.export import PolicyModule, export_policy, flat_weights, script_to_bytes
+from fpac_async.protocol import STOP, Message, eval_message, policy_message, weights_message
+from fpac_async.transport import send_message
+
+log = logging.getLogger(__name__)
+
+
+def policy_weights(sac: Any) -> tuple[np.ndarray, list]:
+    """Flat f32 weights of the SAC's online encoder + actor, in the exported script's order.
+
+    PolicyModule only registers the SAC's modules as children (no copy), so its state_dict names
+    and order are exactly those of the exported script's."""
+    view = PolicyModule(sac.encoder, sac.actor)
+    flat, layout = flat_weights(view)
+    return np.ascontiguousarray(flat, dtype=np.float32), [[n, list(s)] for n, s in layout]
+
+
+class Broadcaster:
+    """Publishes learner -> actor messages on `sock` (a bound PUB socket)."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+        self.seq = 0
+        self.sent: dict[str, int] = {}
+        self._script: bytes | None = None
+        self._script_layout: list | None = None
+
+    def _send(self, msg: Message) -> None:
+        msg.seq = self.seq
+        self.seq += 1
+        send_message(self.sock, msg)
+        self.sent[msg.kind] = self.sent.get(msg.kind, 0) + 1
+
+    def script_bytes(self, sac: Any, layout: list) -> bytes:
+        """The cached TorchScript bytes, re-exported only when the weights layout changes."""
+        if self._script is None or layout != self._script_layout:
+            with torch.no_grad():
+                self._script = script_to_bytes(export_policy(sac))
+            self._script_layout = layout
+            log.info("exported the TorchScript policy (%d bytes)", len(self._script))
+        return self._script
+
+    def publish_policy(self, sac: Any, version: int, random: bool) -> None:
+        """TorchScript + current weights; actors start acting with it (randomly while `random`)."""
+        flat, layout = policy_weights(sac)
+        script = self.script_bytes(sac, layout)
+        self._send(policy_message(0, version, script, flat, layout, random=random))
+
+    def publish_weights(self, sac: Any, version: int) -> None:
+        """The current weights as policy `version` (random = False from here on)."""
+        flat, layout = policy_weights(sac)
+        self._send(weights_message(0, version, flat, layout, random=False))
+
+    def publish_eval(self, version: int, eval_id: int, episodes: int, target_actor: int) -> None:
+        self._send(eval_message(0, version, eval_id, episodes, target_actor))
+
+    def publish_stop(self, version: int) -> None:
+        """The run is over: actors exit and their supervisor does not restart them."""
+        self._send(Message(STOP, 0, 0, 0, version))

@@ -1,0 +1,57 @@
+"""`fpac-learner`: run the learner service.
+
+    fpac-learner --gpus 1 --task cartpole_swingup --bind tcp://*:5555 --run-dir runs/NAME [--resume]
+
+Every config field is a flag (fpac_async.cli_args). With --resume the learner continues the run in
+--run-dir from its latest checkpoint (config-compatible flags required). Logs go to the console and
+to run_dir/learner.log. The exit code is LearnerService.run()'s (0 done, 2 could not start,
+128 + signal after SIGTERM/SIGINT, 1 failure).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from fpac_async.cli_args import add_config_args, config_from_args
+from learner.service import LearnerService
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fpac-learner", description="FPAC learner: receives actor transitions, trains SAC at "
+        "the configured replay ratio, broadcasts the policy, checkpoints, evaluates and logs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its latest checkpoint")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="console/file log level")
+    add_config_args(parser)
+    return parser
+
+
+def setup_logging(run_dir: str, level: str) -> None:
+    """Console (stderr) and run_dir/learner.log (appended on resume)."""
+    os.makedirs(run_dir, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(level)
+    formatter = logging.Formatter(LOG_FORMAT)
+    for handler in (logging.StreamHandler(sys.stderr),
+                    logging.FileHandler(os.path.join(run_dir, "learner.log"), encoding="utf-8")):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    setup_logging(cfg.run_dir, args.log_level)
+    return LearnerService(cfg, resume=args.resume).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

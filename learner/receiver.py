@@ -1,0 +1,257 @@
+"""The learner's receiver thread: PULL socket -> validated messages -> replay and counters.
+
+One thread owns the PULL socket (zmq sockets are not thread-safe; the main thread owns the PUB
+socket). Every message is decoded with the size cap; anything that fails validation, or is valid
+but does not fit this run's task (frame shape, action dim, state dim, task name), is counted per
+reason by a RejectCounter and dropped: the learner never crashes on input from the network.
+
+Backpressure (docs/INTERFACES.md, "Counters"): while `admit()` is False the thread stops reading,
+so the bounded zmq queues fill up and the actors block in send. Once the env-step budget is
+reached the receiver keeps reading (so `eval_result` still arrives) but drops `steps`: the
+counters are frozen at the budget.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import zmq
+
+from fpac_async.config import RunConfig, task_spec
+from fpac_async.protocol import (EVAL_RESULT, FIRST, HELLO, STATS, STEPS, TERMINAL, TRUNCATED,
+                                 Message, ProtocolError, ShapeError, decode)
+from fpac_async.transport import RejectCounter
+
+log = logging.getLogger(__name__)
+
+# (action_dim, state_dim) per domain, so the learner knows its shapes without building an env
+# (dm_control is not needed on the learner host). Measured from dm_control 1.0.50 action and
+# observation specs (state = the observation dict flattened, as actors/envs/dmc.py sends it);
+# point_reach from actors/envs/point_reach.py. Hellos and steps are checked against these.
+DOMAIN_DIMS: dict[str, tuple[int, int]] = {
+    "cartpole": (1, 5), "reacher": (2, 6), "cheetah": (6, 17), "finger": (2, 9),
+    "ball_in_cup": (2, 8), "walker": (6, 24), "hopper": (4, 15), "pendulum": (1, 3),
+    "quadruped": (12, 78), "point": (2, 4),
+}
+ACTOR_WINDOW_S = 10.0  # an actor counts as present if it sent anything in the last 10 s
+IDLE_SLEEP_S = 0.002  # backpressure: how long to wait before re-checking admission
+
+
+class TaskMismatchError(ProtocolError):
+    """A well-formed message from an actor running another task."""
+
+    reason = "task"
+
+
+@dataclass(frozen=True)
+class TaskShapes:
+    """What this run's messages must look like."""
+
+    task: str
+    frame_shape: tuple[int, int, int]  # one frame, (3, H, W)
+    action_dim: int
+    state_dim: int  # the env's low-dim state size (used by the 'state' encoder)
+
+
+def task_shapes(cfg: RunConfig) -> TaskShapes:
+    """Shapes of a resolved config's task (image size from cfg.env, dims from DOMAIN_DIMS)."""
+    spec = task_spec(cfg.env.task)
+    if spec.domain not in DOMAIN_DIMS:
+        raise ValueError(f"no action/state dims known for domain {spec.domain!r}; add it to "
+                         f"learner.receiver.DOMAIN_DIMS")
+    a, d = DOMAIN_DIMS[spec.domain]
+    size = cfg.env.image_size or spec.image_size
+    return TaskShapes(cfg.env.task, (3, size, size), a, d)
+
+
+@dataclass
+class Window:
+    """What arrived since the last metrics row (taken and reset by the main thread)."""
+
+    lag_sum: int = 0
+    lag_count: int = 0
+    train_returns: list[float] = field(default_factory=list)
+
+    @property
+    def policy_lag(self) -> float | None:
+        return self.lag_sum / self.lag_count if self.lag_count else None
+
+
+class Receiver(threading.Thread):
+    """Reads the PULL socket until `stop()`; see the module docstring.
+
+    `admit(agent_steps) -> bool` is the replay-ratio admission rule (Trainer.admit).
+    `replay_add(**kwargs)` is Replay.add (thread-safe: the replay holds its own lock briefly).
+    """
+
+    def __init__(self, sock: zmq.Socket, shapes: TaskShapes, replay_add: Callable[..., None],
+                 admit: Callable[[int], bool], action_repeat: int, env_step_budget: int,
+                 max_bytes: int, expect_state: bool = False, agent_steps: int = 0,
+                 episodes: int = 0, policy_version: int = 0) -> None:
+        super().__init__(name="fpac-receiver", daemon=True)
+        self.sock = sock
+        self.shapes = shapes
+        self.replay_add = replay_add
+        self.admit = admit
+        self.action_repeat = int(action_repeat)
+        self.env_step_budget = int(env_step_budget)
+        self.max_bytes = int(max_bytes)
+        self.expect_state = expect_state
+        self.rejects = RejectCounter()
+        self.policy_version = int(policy_version)  # written by the main thread (an atomic int)
+        self.agent_steps = int(agent_steps)
+        self.episodes = int(episodes)
+        self.messages = 0
+        self.hello_pending = threading.Event()  # main thread re-publishes the policy
+        self.budget_reached = threading.Event()
+        self.eval_results: queue.Queue[Message] = queue.Queue(maxsize=1000)
+        self.actor_perf: dict[int, dict[str, float]] = {}
+        self.error: BaseException | None = None
+        self._seen: dict[int, float] = {}
+        self._window = Window()
+        self._last_return: float | None = None
+        self._lock = threading.Lock()  # guards _window, _seen, actor_perf, counters' readers
+        self._halt = threading.Event()
+        if self.env_steps >= self.env_step_budget:
+            self.budget_reached.set()
+
+    # ------------------------------------------------------------------ main-thread API
+    @property
+    def env_steps(self) -> int:
+        return self.agent_steps * self.action_repeat
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def actors(self, window_s: float = ACTOR_WINDOW_S) -> set[int]:
+        """Actor ids heard from in the last `window_s` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            return {a for a, t in self._seen.items() if now - t <= window_s}
+
+    def take_window(self) -> Window:
+        with self._lock:
+            window, self._window = self._window, Window()
+            return window
+
+    @property
+    def last_train_return(self) -> float | None:
+        return self._last_return
+
+    def perf_means(self) -> dict[str, float]:
+        """Mean of each perf figure over the actors seen recently."""
+        present = self.actors()
+        with self._lock:
+            rows = [p for a, p in self.actor_perf.items() if a in present]
+        keys = sorted({k for p in rows for k in p})
+        return {k: float(np.mean([p[k] for p in rows if k in p])) for k in keys}
+
+    # ------------------------------------------------------------------ thread body
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                if not self.budget_reached.is_set() and not self.admit(self.agent_steps):
+                    time.sleep(IDLE_SLEEP_S)  # leave messages queued: actors block (backpressure)
+                    continue
+                if not self.sock.poll(50, zmq.POLLIN):
+                    continue
+                self.handle(self.sock.recv_multipart(copy=False))
+        except zmq.ContextTerminated:
+            pass
+        except Exception as e:  # noqa: BLE001 - reported to the main thread, which stops the run
+            log.exception("receiver thread failed")
+            self.error = e
+
+    def handle(self, frames: list[Any]) -> None:
+        """Decode and apply one message; a rejected message is counted and dropped."""
+        self.messages += 1
+        try:
+            msg = decode(frames, self.max_bytes)
+            if msg.kind == STEPS:
+                self._on_steps(msg)
+            elif msg.kind == HELLO:
+                self._on_hello(msg)
+            elif msg.kind == STATS:
+                self._on_stats(msg)
+            elif msg.kind == EVAL_RESULT:
+                self.eval_results.put_nowait(msg)
+            else:  # a learner -> actor kind sent to the learner
+                raise TaskMismatchError(f"kind {msg.kind!r} is not sent to the learner")
+        except ProtocolError as e:
+            self.rejects.add(e)
+            return
+        except queue.Full:
+            log.warning("dropping an eval_result: 1000 are already waiting")
+            return
+        with self._lock:
+            self._seen[msg.actor] = time.monotonic()
+
+    def _on_hello(self, msg: Message) -> None:
+        meta, s = msg.meta, self.shapes
+        if meta["task"] != s.task:
+            raise TaskMismatchError(f"hello from actor {msg.actor}: task {meta['task']!r}, "
+                                    f"this learner trains {s.task!r}")
+        shape = tuple(meta["obs_shape"])
+        # Actors may state the frame shape (3, H, W) or the stacked one (3S, H, W).
+        if len(shape) != 3 or shape[1:] != s.frame_shape[1:] or shape[0] % 3:
+            raise ShapeError(f"hello from actor {msg.actor}: obs_shape {list(shape)}, "
+                             f"expected {list(s.frame_shape)}")
+        if meta["action_dim"] != s.action_dim:
+            raise ShapeError(f"hello from actor {msg.actor}: action_dim {meta['action_dim']}, "
+                             f"expected {s.action_dim}")
+        if "state_dim" in meta and meta["state_dim"] not in (0, s.state_dim):
+            raise ShapeError(f"hello from actor {msg.actor}: state_dim {meta['state_dim']}, "
+                             f"expected {s.state_dim}")
+        self.hello_pending.set()
+
+    def _on_steps(self, msg: Message) -> None:
+        a, s = msg.arrays, self.shapes
+        obs = a["obs"]
+        if obs.shape[1:] != s.frame_shape:
+            raise ShapeError(f"steps from actor {msg.actor}: frames {list(obs.shape[1:])}, "
+                             f"expected {list(s.frame_shape)}")
+        if a["action"].shape[1] != s.action_dim:
+            raise ShapeError(f"steps from actor {msg.actor}: action dim {a['action'].shape[1]}, "
+                             f"expected {s.action_dim}")
+        state = a.get("state")
+        if state is not None and state.shape[1] != s.state_dim:
+            raise ShapeError(f"steps from actor {msg.actor}: state dim {state.shape[1]}, "
+                             f"expected {s.state_dim}")
+        if self.expect_state and state is None:
+            raise ShapeError(f"steps from actor {msg.actor}: the 'state' encoder needs state")
+        if self.budget_reached.is_set():
+            return  # the run is over: counters stay frozen at the budget
+        flags, version = a["flags"], a["version"]
+        try:
+            self.replay_add(stream=(msg.actor, msg.env), step0=msg.meta["step0"], obs=obs,
+                            action=a["action"], reward=a["reward"], flags=flags, version=version,
+                            cam=a.get("cam"), state=state if self.expect_state else None)
+        except ValueError as e:  # the replay's own checks (e.g. a chunk over its capacity)
+            raise ShapeError(f"steps from actor {msg.actor}: replay refused the chunk: {e}") from None
+        acted = (flags & FIRST) == 0  # agent steps: records that a chosen action led to
+        n = int(np.count_nonzero(acted))
+        ended = int(np.count_nonzero(flags & (TERMINAL | TRUNCATED)))
+        lag = self.policy_version * n - int(version[acted].astype(np.int64).sum())
+        with self._lock:
+            self._window.lag_sum += lag
+            self._window.lag_count += n
+        self.episodes += ended
+        self.agent_steps += n
+        if self.env_steps >= self.env_step_budget:
+            self.budget_reached.set()
+
+    def _on_stats(self, msg: Message) -> None:
+        episodes = msg.meta.get("episodes") or []
+        perf = msg.meta.get("perf")
+        with self._lock:
+            self._window.train_returns.extend(e["return"] for e in episodes)
+            if perf is not None:
+                self.actor_perf[msg.actor] = dict(perf)
+        if episodes:
+            self._last_return = float(episodes[-1]["return"])
+

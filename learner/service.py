@@ -1,0 +1,316 @@
+"""The learner service: wires replay, trainer, receiver, broadcaster, evaluation, checkpoints, metrics.
+
+Threads: the receiver thread owns the PULL socket and writes the replay; the main thread (this
+class's `run`) owns the PUB socket, the SAC and everything on disk. See docs/INTERFACES.md,
+"The service", for the message flow, counters and replay-ratio rule.
+
+Shapes: the frame shape comes from the config (image size) and the action and state dims from a
+static per-domain table (learner.receiver.DOMAIN_DIMS), so the SAC and the policy exist before
+any actor connects and a hello can be answered at once; hellos and steps that disagree with them
+are rejected (counted), never trusted.
+
+Exit codes of `run()`: 0 the budget was reached (final evaluation done or timed out, `stop`
+published); 2 the run could not start (device, config, checkpoint, address in use): nothing in the
+run directory was overwritten; 128 + signal number after SIGTERM/SIGINT (checkpoint written, no
+`stop` published: actors keep waiting for a resumed learner); 1 an unexpected failure.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import zmq
+
+from fpac_async.config import ConfigError, RunConfig, resolve, save_config, to_dict
+from fpac_async.export import export_policy
+from fpac_async.sac import SAC
+from fpac_async.transport import learner_sockets
+from learner.broadcaster import Broadcaster
+from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
+                                restore_rng, save_checkpoint)
+from learner.evaluation import Evaluator
+from learner.metrics import MetricsLogger, RateMeter
+from learner.receiver import Receiver, task_shapes
+from learner.replay import Replay
+from learner.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK_UPDATES = 64  # updates per train() call: keeps hellos, broadcasts and metrics responsive
+IDLE_SLEEP_S = 0.002
+
+
+def choose_device(gpus: int) -> torch.device:
+    """--gpus 0 -> CPU; --gpus >= 1 -> cuda:0, or a ConfigError saying why CUDA is unusable."""
+    if gpus <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--gpus {gpus} needs CUDA, but torch.cuda.is_available() is False "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
+                          f"use --gpus 0 to train on the CPU")
+    if gpus > 1:
+        log.warning("--gpus %d: the learner trains on one GPU (cuda:0); the others stay idle", gpus)
+    return torch.device("cuda:0")
+
+
+class LearnerService:
+    """One learner run; `run()` blocks until the run ends and returns the exit code."""
+
+    def __init__(self, cfg: RunConfig, resume: bool = False, *, eval_timeout_s: float = 600.0,
+                 final_eval_timeout_s: float = 600.0, tensorboard: bool = True,
+                 console: bool = True) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.eval_timeout_s = eval_timeout_s
+        self.final_eval_timeout_s = final_eval_timeout_s
+        self.tensorboard = tensorboard
+        self.console = console
+        self.signal: int | None = None
+        self.ready = threading.Event()  # set once sockets are bound (tests wait on it)
+        self._stop_requested = threading.Event()
+        self._ctx: zmq.Context | None = None
+        self._sockets: list[zmq.Socket] = []
+        self.receiver: Receiver | None = None
+        self.metrics: MetricsLogger | None = None
+
+    # ------------------------------------------------------------------ public
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """What SIGTERM/SIGINT do: checkpoint and exit (callable from any thread)."""
+        self.signal = signum
+        self._stop_requested.set()
+
+    def run(self) -> int:
+        try:
+            self._setup()
+        except (ConfigError, CheckpointError, ValueError, zmq.ZMQError) as e:
+            log.error("the learner cannot start: %s", e)
+            self._close()
+            return 2
+        old = self._install_signals()
+        try:
+            return self._loop()
+        except Exception:  # noqa: BLE001 - logged with its traceback; the exit code says it failed
+            log.exception("the learner failed")
+            return 1
+        finally:
+            self._restore_signals(old)
+            self._close()
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg = self.cfg = resolve(self.cfg)
+        self.device = choose_device(cfg.learner.gpus)
+        run_dir = cfg.run_dir
+        ckpt = None
+        if self.resume:
+            ckpt = load_checkpoint(run_dir)
+            check_compatible(ckpt["config"], to_dict(cfg))
+        elif os.path.exists(os.path.join(run_dir, "checkpoints", "latest")):
+            raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue "
+                              f"that run, or choose another --run-dir")
+        # Bind before writing anything: an address in use must not touch the run directory.
+        self._ctx = zmq.Context()
+        pull, pub = learner_sockets(self._ctx, cfg.learner.bind, cfg.learner.max_message_bytes)
+        self._sockets = [pull, pub]
+        save_config(cfg, os.path.join(run_dir, "config.json"))
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+
+        self.shapes = shapes = task_shapes(cfg)
+        state_dim = shapes.state_dim if cfg.agent.encoder == "state" else 0
+        stack = cfg.agent.frame_stack
+        obs_shape = (3 * stack, *shapes.frame_shape[1:])
+        self.sac = SAC(cfg.agent, obs_shape, shapes.action_dim, self.device, state_dim=state_dim)
+        self.replay = Replay(cfg.replay.capacity, shapes.frame_shape, shapes.action_dim, stack,
+                             state_dim, self.device, on_gpu=cfg.replay.on_gpu, seed=cfg.seed,
+                             batch_size=cfg.agent.batch_size)
+        self.trainer = Trainer(self.sac, self.replay, cfg.agent, cfg.replay,
+                               cfg.agent.batch_size, self.device)
+        counters = {"agent_steps": 0, "episodes": 0, "policy_version": 0, "updates": 0}
+        if ckpt is not None:
+            self.sac.load_state_dict(ckpt["sac"])
+            counters = ckpt["counters"]
+            self.trainer.load_state_dict({"updates": counters["updates"]})
+            if ckpt.get("replay") is not None:
+                self.replay.load_state_dict(ckpt["replay"])
+            restore_rng(ckpt)
+            log.info("resumed from %s: %s", ckpt["path"], counters)
+        log.info("%s", self.replay.describe())
+        log.info("device %s, task %s, frames %s, action dim %d, encoder %s", self.device,
+                 cfg.env.task, shapes.frame_shape, shapes.action_dim, cfg.agent.encoder)
+
+        self.version = int(counters["policy_version"])
+        self.random_phase = int(counters["agent_steps"]) < cfg.replay.initial_random_steps
+        self.broadcaster = Broadcaster(pub)
+        self.receiver = Receiver(pull, shapes, self.replay.add, self.trainer.admit,
+                                 cfg.env.action_repeat, cfg.env_steps,
+                                 cfg.learner.max_message_bytes, expect_state=state_dim > 0,
+                                 agent_steps=int(counters["agent_steps"]),
+                                 episodes=int(counters["episodes"]), policy_version=self.version)
+        self.evaluator = Evaluator(cfg.learner.eval_every_env_steps, cfg.learner.eval_episodes,
+                                   self.eval_timeout_s, start_env_steps=self.receiver.env_steps)
+        self.metrics = MetricsLogger(run_dir, tensorboard=self.tensorboard, console=self.console)
+
+    # ------------------------------------------------------------------ main loop
+    def _loop(self) -> int:
+        cfg, r, trainer = self.cfg, self.receiver, self.trainer
+        assert r is not None
+        r.start()
+        self.broadcaster.publish_policy(self.sac, self.version, self.random_phase)
+        self.ready.set()
+        self.broadcast_at = self.ckpt_at = trainer.updates
+        self.losses: dict[str, float] = {}
+        self.train_return: float | None = None
+        window_s = max(10.0, 2 * cfg.learner.log_every_s)
+        self.sps, self.ups = RateMeter(window_s), RateMeter(window_s)
+        last_row, deadline = 0.0, None
+        while not self._stop_requested.is_set():
+            if r.error is not None:
+                raise RuntimeError("the receiver thread failed") from r.error
+            agent_steps = r.agent_steps
+            if self.random_phase and agent_steps >= cfg.replay.initial_random_steps:
+                self.random_phase = False  # actors switch to the policy right now
+                self._broadcast()
+            if r.hello_pending.is_set():
+                r.hello_pending.clear()
+                self.broadcaster.publish_policy(self.sac, self.version, self.random_phase)
+            stats = trainer.train(agent_steps, agent_steps * cfg.env.action_repeat, self._chunk())
+            if stats:
+                self.losses = stats
+            if trainer.updates - self.broadcast_at >= cfg.learner.weights_every:
+                self._broadcast()
+            if trainer.updates - self.ckpt_at >= cfg.learner.checkpoint_every:
+                self._checkpoint()
+            self._evaluate()
+            if deadline is None and r.budget_reached.is_set() and (
+                    trainer.owed(r.agent_steps) == 0 or self.replay.num_valid < 1):
+                if trainer.updates != self.broadcast_at:
+                    self._broadcast()  # the final evaluation runs the final weights
+                self.evaluator.request_final(r.env_steps)
+                deadline = time.monotonic() + self.final_eval_timeout_s
+                log.info("reached %d env steps (budget %d): final evaluation", r.env_steps,
+                         cfg.env_steps)
+            if deadline is not None and (self.evaluator.final_done or time.monotonic() > deadline):
+                if not self.evaluator.final_done:
+                    log.warning("final evaluation timed out after %.0f s", self.final_eval_timeout_s)
+                break
+            if time.monotonic() - last_row >= cfg.learner.log_every_s:
+                self._log_row()
+                last_row = time.monotonic()
+            if not stats:
+                time.sleep(IDLE_SLEEP_S)
+        self._checkpoint()
+        self._log_row()
+        if self.signal is not None:
+            log.info("stopped by signal %d after %d env steps; checkpoint written", self.signal,
+                     r.env_steps)
+            return 128 + self.signal
+        for _ in range(2):  # PUB is lossy; stop is idempotent
+            self.broadcaster.publish_stop(self.version)
+            time.sleep(0.05)
+        log.info("run finished: %d env steps, %d updates", r.env_steps, trainer.updates)
+        return 0
+
+    def _chunk(self) -> int:
+        """Updates for the next train() call: stop exactly at broadcast/checkpoint points."""
+        lc, u = self.cfg.learner, self.trainer.updates
+        return max(1, min(MAX_CHUNK_UPDATES, lc.weights_every - (u - self.broadcast_at),
+                          lc.checkpoint_every - (u - self.ckpt_at)))
+
+    def _broadcast(self) -> None:
+        self.version += 1
+        assert self.receiver is not None
+        self.receiver.policy_version = self.version
+        self.broadcaster.publish_weights(self.sac, self.version)
+        self.broadcast_at = self.trainer.updates
+
+    def _evaluate(self) -> None:
+        r = self.receiver
+        assert r is not None
+        while not r.eval_results.empty():
+            msg = r.eval_results.get_nowait()
+            record = self.evaluator.on_result(msg.actor, msg.meta["eval_id"], msg.meta["returns"],
+                                              msg.meta["lengths"])
+            if record is not None:
+                self._log_row(eval_env_steps=record.env_steps)
+        request = self.evaluator.poll(r.env_steps, r.actors())
+        if request is not None:
+            log.info("evaluation %d: %d episodes on actor %d", request.eval_id, request.episodes,
+                     request.target_actor)
+            self.broadcaster.publish_eval(self.version, request.eval_id, request.episodes,
+                                          request.target_actor)
+
+    # ------------------------------------------------------------------ disk
+    def counters(self) -> dict[str, int]:
+        r = self.receiver
+        assert r is not None
+        return {"env_steps": r.env_steps, "agent_steps": r.agent_steps,
+                "updates": self.trainer.updates, "episodes": r.episodes,
+                "policy_version": self.version}
+
+    def _checkpoint(self) -> None:
+        state: dict[str, Any] = {"config": to_dict(self.cfg), "sac": self.sac.state_dict(),
+                                 "counters": self.counters(), "rng": capture_rng()}
+        if self.cfg.learner.save_replay:
+            state["replay"] = self.replay.state_dict()
+        path = save_checkpoint(self.cfg.run_dir, state)
+        policy_path = os.path.join(self.cfg.run_dir, "policy.pt")
+        tmp = policy_path + ".tmp"
+        torch.jit.save(export_policy(self.sac), tmp)
+        os.replace(tmp, policy_path)  # atomic: a reader never sees half a policy
+        self.ckpt_at = self.trainer.updates
+        log.info("checkpoint %s (+ policy.pt)", path)
+
+    def _log_row(self, **extra: Any) -> None:
+        r = self.receiver
+        assert r is not None and self.metrics is not None
+        c = self.counters()
+        self.sps.update(c["env_steps"])
+        self.ups.update(c["updates"])
+        window = r.take_window()
+        if window.train_returns:
+            self.train_return = float(np.mean(window.train_returns))
+        rejects = dict(r.rejects.counts)
+        row: dict[str, Any] = {
+            "time": time.time(), **c, "actors": len(r.actors()), "sps": self.sps.rate(),
+            "ups": self.ups.rate(), "replay_size": len(self.replay), "policy_lag": window.policy_lag,
+            "train_return": self.train_return, "eval_return": self.evaluator.last_mean,
+            "rejected_messages": sum(rejects.values()),
+            **{f"rejected_{k}": v for k, v in rejects.items()},
+            **{k: v for k, v in self.losses.items() if k != "updates_run"},
+            **{f"actor_{k}": v for k, v in r.perf_means().items()}, **extra}
+        self.metrics.log(row)
+
+    # ------------------------------------------------------------------ signals and shutdown
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be set from the main thread (tests use threads)
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old[sig] = signal.signal(sig, lambda signum, _frame: self.request_stop(signum))
+        return old
+
+    @staticmethod
+    def _restore_signals(old: dict[int, Any]) -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    def _close(self) -> None:
+        if self.receiver is not None and self.receiver.is_alive():
+            self.receiver.stop()
+            self.receiver.join(timeout=5.0)
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets = []
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None

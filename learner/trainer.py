@@ -1,0 +1,204 @@
+"""SAC updates at an enforced replay ratio (docs/INTERFACES.md, "The service: Counters").
+
+Two parts:
+- `ReplayRatio`: pure integer accounting of updates owed per agent step and of the receiver's
+  admission rule (backpressure), exact for any rational ratio (no float drift over millions of
+  steps).
+- `Trainer`: runs the owed updates in bounded chunks, applies the learning-rate schedule and
+  returns the chunk's mean metrics with ONE host-device sync per call.
+
+On CUDA the next batch is sampled while the current update runs: the replay's gather and the
+host-to-device copy are issued on a side stream after the update's kernels are queued, so the copy
+overlaps the update's compute (double buffering). `torch.compile` / CUDA graphs are not used: their
+gain could not be measured on this (CPU-only) machine.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Dict, List, Optional, Protocol, Union
+
+import torch
+from torch import Tensor
+
+from fpac_async.batch import Batch
+from fpac_async.config import AgentConfig, ReplayConfig
+
+
+class ReplayRatio:
+    """Updates owed and admission for `ratio` SAC updates per agent step after `initial` steps.
+
+    owed = max(0, floor(ratio * (agent_steps - initial)) - updates) once agent_steps >= initial.
+    The receiver admits new steps only while agent_steps <= initial + (updates + slack) / ratio,
+    i.e. while the learner is at most `slack` updates behind.
+    The ratio is held as a Fraction (a float like 0.3 becomes exactly 3/10, 1/3 stays 1/3), so
+    every comparison is integer arithmetic.
+    """
+
+    def __init__(self, ratio: Union[float, int, Fraction], initial_agent_steps: int,
+                 slack_updates: int = 64):
+        frac = ratio if isinstance(ratio, Fraction) else Fraction(ratio).limit_denominator(10**6)
+        if frac <= 0:
+            raise ValueError(f"replay ratio must be > 0; got {ratio!r}")
+        if initial_agent_steps < 0 or slack_updates < 0:
+            raise ValueError(f"initial_agent_steps ({initial_agent_steps}) and slack_updates "
+                             f"({slack_updates}) must be >= 0")
+        self.ratio = frac
+        self.initial = int(initial_agent_steps)
+        self.slack = int(slack_updates)
+        self._num, self._den = frac.numerator, frac.denominator
+
+    def due(self, agent_steps: int) -> int:
+        """Total updates due after `agent_steps` agent steps: floor(ratio * (steps - initial))."""
+        trained = int(agent_steps) - self.initial
+        if trained < 0:
+            return 0
+        return (trained * self._num) // self._den
+
+    def owed(self, agent_steps: int, updates: int) -> int:
+        """Updates still to run now."""
+        return max(0, self.due(agent_steps) - int(updates))
+
+    def admit(self, agent_steps: int, updates: int) -> bool:
+        """Whether the receiver may accept more steps: steps - initial <= (updates + slack) / ratio,
+        multiplied out as (steps - initial) * num <= (updates + slack) * den."""
+        return ((int(agent_steps) - self.initial) * self._num
+                <= (int(updates) + self.slack) * self._den)
+
+
+class _Sampler(Protocol):
+    num_valid: int
+
+    def sample(self, batch_size: int) -> Batch: ...
+
+
+class _Learner(Protocol):
+    def update(self, batch: Batch) -> Dict[str, Tensor]: ...
+
+    def set_lr(self, lr: float) -> None: ...
+
+
+def lr_at(cfg: AgentConfig, env_steps: int) -> float:
+    """The learning rate at `env_steps`: cfg.lr_initial during the first cfg.lr_initial_env_steps
+    env steps (the reacher schedule of the paper's Table I), cfg.lr after."""
+    if cfg.lr_initial is not None and env_steps < cfg.lr_initial_env_steps:
+        return float(cfg.lr_initial)
+    return float(cfg.lr)
+
+
+class Trainer:
+    """Runs the SAC updates the replay ratio owes, at most `max_updates` per `train` call."""
+
+    def __init__(self, sac: _Learner, replay: _Sampler, agent_cfg: AgentConfig,
+                 replay_cfg: ReplayConfig, batch_size: Optional[int] = None,
+                 device: Union[str, torch.device] = "cpu", slack_updates: int = 64,
+                 overlap: Optional[bool] = None):
+        self.sac = sac
+        self.replay = replay
+        self.agent_cfg = agent_cfg
+        self.batch_size = int(batch_size if batch_size is not None else agent_cfg.batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        self.device = torch.device(device)
+        self.ratio = ReplayRatio(replay_cfg.replay_ratio, replay_cfg.initial_random_steps,
+                                 slack_updates)
+        self.updates = 0
+        """Updates run so far (restored from a checkpoint's counters on resume)."""
+        self.lr: Optional[float] = None
+        """The learning rate last handed to sac.set_lr (None: not yet set by this trainer)."""
+        # Side-stream prefetch only where there is something to overlap (CUDA).
+        self.overlap = (self.device.type == "cuda") if overlap is None else bool(overlap)
+        if self.overlap and self.device.type != "cuda":
+            raise ValueError("overlap=True needs a CUDA device")
+        self._stream = torch.cuda.Stream(self.device) if self.overlap else None
+        self._pending: Optional[tuple[Batch, Any]] = None  # (batch, copy-done event)
+        self._last_copy: Any = None  # copy-done event of the batch handed out last
+
+    # ------------------------------------------------------------------ accounting helpers
+    def owed(self, agent_steps: int) -> int:
+        return self.ratio.owed(agent_steps, self.updates)
+
+    def admit(self, agent_steps: int) -> bool:
+        """For the receiver thread: may it accept more steps now? (reads one int: thread-safe)"""
+        return self.ratio.admit(agent_steps, self.updates)
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"updates": int(self.updates)}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.updates = int(state["updates"])
+        self.lr = None  # re-apply the schedule on the next call (the optimizer state holds an lr)
+        self._pending = None
+        self._last_copy = None
+
+    # ------------------------------------------------------------------------- training
+    def train(self, agent_steps: int, env_steps: int,
+              max_updates: int = 64) -> Optional[Dict[str, float]]:
+        """Run min(owed, max_updates) updates. Returns the mean of each metric over them plus
+        'lr' and 'updates_run', or None when no update ran (nothing owed or replay empty)."""
+        n = min(self.owed(agent_steps), int(max_updates))
+        if n <= 0 or self.replay.num_valid < 1:
+            return None
+        lr = lr_at(self.agent_cfg, env_steps)
+        if lr != self.lr:
+            self.sac.set_lr(lr)
+            self.lr = lr
+        sums: Dict[str, List[Tensor]] = {}
+        for _ in range(n):
+            metrics = self.sac.update(self._next_batch())
+            if self.overlap:
+                self._prefetch()  # issued after the update's kernels: the copy overlaps them
+            for key, value in metrics.items():
+                sums.setdefault(key, []).append(value.detach())
+            self.updates += 1
+        out = self._reduce(sums)
+        out["lr"] = lr
+        out["updates_run"] = float(n)
+        return out
+
+    def _reduce(self, sums: Dict[str, List[Tensor]]) -> Dict[str, float]:
+        """Mean per metric, read back in one device-to-host transfer (the call's only sync)."""
+        if not sums:
+            return {}
+        keys = list(sums)
+        means = torch.stack([torch.stack(sums[k]).float().mean().to(self.device) for k in keys])
+        return dict(zip(keys, (float(v) for v in means.tolist())))
+
+    def _next_batch(self) -> Batch:
+        if not self.overlap:
+            batch = self.replay.sample(self.batch_size)
+            return batch if batch.obs.device == self.device else batch.to(self.device)
+        if self._pending is None:
+            self._prefetch()
+        assert self._pending is not None
+        batch, done = self._pending
+        self._pending = None
+        self._last_copy = done
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(done)
+        for t in _tensors(batch):
+            # The batch was allocated on the side stream but is used (and freed) on this one:
+            # tell the caching allocator, so the memory is not reused while kernels still read it.
+            t.record_stream(current)
+        return batch
+
+    def _prefetch(self) -> None:
+        """Sample the next batch and issue its host-to-device copy on the side stream."""
+        if self._last_copy is not None:
+            # A replay may reuse its pinned staging buffer: wait until the previous copy left it
+            # (a copy-only wait; the update kernels keep running).
+            self._last_copy.synchronize()
+        assert self._stream is not None
+        with torch.cuda.stream(self._stream):
+            batch = self.replay.sample(self.batch_size)
+            if batch.obs.device != self.device:
+                batch = batch.to(self.device, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        self._pending = (batch, done)
+
+
+def _tensors(batch: Batch) -> List[Tensor]:
+    return [t for t in (batch.obs, batch.action, batch.reward, batch.discount, batch.next_obs,
+                        batch.cam, batch.next_cam, batch.state, batch.next_state)
+            if t is not None]
+

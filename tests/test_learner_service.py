@@ -1,0 +1,324 @@
+"""The learner service end to end over REAL ZeroMQ sockets on loopback, on the CPU, tiny settings.
+
+A scripted fake actor (PUSH + SUB, fpac_async.protocol) says hello, gets the TorchScript policy,
+streams point_reach-shaped records with FIRST/TRUNCATED boundaries, follows weight broadcasts,
+answers evaluation requests and stops when told. Then a second learner resumes the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Iterator
+
+import msgpack
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from fpac_async import protocol as P
+from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
+                               load_config)
+from fpac_async.export import load_flat_weights
+from fpac_async.transport import actor_sockets
+from learner import cli
+from learner.broadcaster import STOP
+from learner.evaluation import Evaluator
+from learner.metrics import REQUIRED_FIELDS
+from learner.service import LearnerService
+
+LOOPBACK = "127.0.0.1"
+INITIAL = 20
+SLACK = 64  # Trainer's default slack_updates
+CHUNK = 10  # records per steps message
+EPISODE = 50  # point_reach agent steps per episode
+
+
+def free_port_pair() -> int:
+    """A port P with P and P + 1 free right now (the learner binds both)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind((LOOPBACK, 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind((LOOPBACK, port + 1))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port pair on loopback")
+
+
+def tiny_config(run_dir: str, port: int, env_steps: int) -> RunConfig:
+    return RunConfig(
+        agent=AgentConfig(hidden_dim=32, num_points=4, conv_channels=8, batch_size=8),
+        env=EnvConfig(task="point_reach"),
+        replay=ReplayConfig(capacity=1000, initial_random_steps=INITIAL),
+        learner=LearnerConfig(bind=f"tcp://{LOOPBACK}:{port}", gpus=0, weights_every=5,
+                              checkpoint_every=100, eval_every_env_steps=100, eval_episodes=2,
+                              log_every_s=0.2, save_replay=True),
+        env_steps=env_steps, seed=3, run_dir=run_dir)
+
+
+class FakeActor:
+    """One actor process's wire behaviour, scripted."""
+
+    def __init__(self, ctx: zmq.Context, port: int, actor: int = 7) -> None:
+        self.push, self.sub = actor_sockets(ctx, f"{LOOPBACK}:{port}")
+        self.actor = actor
+        self.version = 0
+        self.step = 0  # next record index of stream (actor, env 0)
+        self.seq = 0
+        self.received: list[P.Message] = []
+        self.stopped = False
+        self.rng = np.random.default_rng(0)
+
+    def send(self, msg: P.Message, timeout_s: float = 20.0) -> None:
+        """Send, draining broadcasts while the learner applies backpressure."""
+        deadline = time.monotonic() + timeout_s
+        while not self.push.poll(10, zmq.POLLOUT):
+            self.drain()
+            assert time.monotonic() < deadline, "the learner stopped reading for 20 s"
+        self.push.send_multipart(P.encode(msg))
+
+    def hello_until_policy(self, timeout_s: float = 20.0) -> P.Message:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.send(P.hello_message(self.actor, "point_reach", os.getpid(), (3, 32, 32), 2))
+            for msg in self.drain(wait_ms=200):
+                if msg.kind == P.POLICY:
+                    return msg
+        raise AssertionError("no policy within 20 s of hellos")
+
+    def drain(self, wait_ms: int = 0) -> list[P.Message]:
+        """Every broadcast waiting on SUB: follow weights, answer evals, note stop."""
+        got = []
+        while self.sub.poll(wait_ms, zmq.POLLIN):
+            wait_ms = 0
+            frames = self.sub.recv_multipart()
+            if msgpack.unpackb(frames[0]).get("kind") == STOP:  # protocol may not know it yet
+                self.stopped = True
+                continue
+            msg = P.decode(frames)
+            got.append(msg)
+            self.received.append(msg)  # here: send() below may drain re-entrantly
+            if msg.kind in (P.POLICY, P.WEIGHTS):
+                self.version = msg.version
+            elif msg.kind == P.EVAL and msg.meta["target_actor"] == self.actor:
+                n = msg.meta["episodes"]
+                self.send(P.eval_result_message(self.actor, 0, msg.meta["eval_id"],
+                                                [1.0 + i for i in range(n)], [EPISODE] * n))
+        return got
+
+    def send_chunk(self) -> None:
+        j = np.arange(self.step, self.step + CHUNK)
+        flags = np.where(j % (EPISODE + 1) == 0, P.FIRST,
+                         np.where(j % (EPISODE + 1) == EPISODE, P.TRUNCATED, 0)).astype(np.uint8)
+        obs = self.rng.integers(0, 256, (CHUNK, 3, 32, 32), dtype=np.uint8)
+        action = self.rng.uniform(-1, 1, (CHUNK, 2)).astype(np.float32)
+        reward = -self.rng.uniform(0, 1, CHUNK).astype(np.float32)
+        version = np.full(CHUNK, self.version, np.int32)
+        self.send(P.steps_message(self.actor, 0, self.seq, self.step, obs, action, reward, flags,
+                                  version, cam=np.zeros((CHUNK, 2), np.float32)))
+        if np.any(flags & P.TRUNCATED):
+            self.send(P.stats_message(self.actor, self.seq, [{"return": -10.0, "length": EPISODE,
+                                                              "env": 0}], {"env_sps": 100.0}))
+        self.step += CHUNK
+        self.seq += 1
+
+    def run_until_stop(self, timeout_s: float = 25.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.stopped:
+            assert time.monotonic() < deadline, "no stop within 25 s"
+            self.send_chunk()
+            self.drain()
+
+
+def start(service: LearnerService) -> tuple[threading.Thread, list[int]]:
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(service.run()), daemon=True)
+    thread.start()
+    assert service.ready.wait(20) or code, "the learner did not start"
+    return thread, code
+
+
+def rows(run_dir: str) -> list[dict]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: learner + actor in one process
+    yield
+    torch.set_num_threads(n)
+
+
+def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
+    run_dir = str(tmp_path / "run")
+    port = free_port_pair()
+    service = LearnerService(tiny_config(run_dir, port, env_steps=200), tensorboard=False,
+                             console=False, eval_timeout_s=10, final_eval_timeout_s=10)
+    thread, code = start(service)
+    actor = FakeActor(ctx, port)
+    policy = actor.hello_until_policy()
+    assert policy.version == 0 and policy.meta["random"] is True
+    script = torch.jit.load(io.BytesIO(policy.arrays["script"].tobytes()))
+    load_flat_weights(script, policy.arrays["weights"].copy(), policy.meta["layout"])
+    action = script(torch.zeros(1, 6, 32, 32, dtype=torch.uint8), True)
+    assert action.shape == (1, 2) and bool(torch.all(action.abs() < 1))
+
+    actor.run_until_stop()
+    thread.join(20)
+    assert code == [0]
+
+    weights = [m.version for m in actor.received if m.kind == P.WEIGHTS]
+    # Version 1 comes at the end of the random phase; then increasing (PUB may drop some).
+    assert weights[0] == 1 and weights == sorted(set(weights)) and len(weights) > 2
+    for m in actor.received:
+        if m.kind == P.WEIGHTS:
+            load_flat_weights(script, m.arrays["weights"].copy(), m.meta["layout"])
+    evals = [m for m in actor.received if m.kind == P.EVAL]
+    assert evals and all(m.meta["target_actor"] == actor.actor for m in evals)
+
+    table = rows(run_dir)
+    for row in table:
+        assert set(REQUIRED_FIELDS) <= set(row)
+        # The ratio is enforced: never more updates than owed, never more than slack + one
+        # message behind (the receiver checks admission before each message).
+        assert row["updates"] <= max(0, row["agent_steps"] - INITIAL)
+        assert row["agent_steps"] - INITIAL - row["updates"] <= SLACK + CHUNK
+        assert row["rejected_messages"] == 0
+    last = table[-1]
+    assert 200 <= last["env_steps"] < 200 + CHUNK  # steps past the budget are dropped
+    assert last["agent_steps"] == last["env_steps"]  # point_reach: action repeat 1
+    assert last["updates"] == last["agent_steps"] - INITIAL  # every owed update ran at the end
+    assert last["episodes"] == last["agent_steps"] // EPISODE
+    assert last["eval_return"] == pytest.approx(1.5)  # answers were [1, 2]
+    assert last["train_return"] == pytest.approx(-10.0)
+    assert last["policy_version"] == weights[-1] and last["critic_loss"] is not None
+    evaluated = [r["eval_env_steps"] for r in table if "eval_env_steps" in r]
+    assert 100 <= evaluated[0] < 100 + CHUNK and evaluated[-1] == last["env_steps"]  # + final
+    assert load_config(os.path.join(run_dir, "config.json")).env.task == "point_reach"
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", "latest"))
+    saved = torch.jit.load(os.path.join(run_dir, "policy.pt"))
+    assert saved(torch.zeros(2, 6, 32, 32, dtype=torch.uint8), True).shape == (2, 2)
+
+    # Resume with a larger budget: counters, version and the replay carry on.
+    port = free_port_pair()
+    resumed = LearnerService(tiny_config(run_dir, port, env_steps=300), resume=True,
+                             tensorboard=False, console=False, final_eval_timeout_s=10)
+    thread, code = start(resumed)
+    actor2 = FakeActor(ctx, port, actor=8)
+    policy = actor2.hello_until_policy()
+    assert policy.version == last["policy_version"] and policy.meta["random"] is False
+    actor2.run_until_stop()
+    thread.join(20)
+    assert code == [0]
+    after = rows(run_dir)[len(table):]
+    assert after[0]["agent_steps"] >= last["agent_steps"]
+    assert after[0]["updates"] >= last["updates"]
+    final = after[-1]
+    assert 300 <= final["env_steps"] < 300 + CHUNK
+    assert final["updates"] == final["agent_steps"] - INITIAL
+    assert final["policy_version"] > last["policy_version"]
+
+
+def test_refuses_to_start_without_harm(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    run_dir = str(tmp_path / "fresh")
+    port = free_port_pair()
+    argv = ["--task", "point_reach", "--gpus", "0", "--bind", f"tcp://{LOOPBACK}:{port}",
+            "--run-dir", run_dir, "--resume"]
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        assert cli.main(argv) == 2  # --resume with no checkpoint
+        assert not os.path.exists(os.path.join(run_dir, "config.json"))
+        log_text = open(os.path.join(run_dir, "learner.log")).read()
+        assert "no checkpoint" in log_text
+    finally:
+        for h in root.handlers[len(before):]:
+            root.removeHandler(h)
+            h.close()
+
+    cfg = tiny_config(run_dir, port, env_steps=100)
+    if not torch.cuda.is_available():
+        gpu = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, gpus=1))
+        with caplog.at_level(logging.ERROR):
+            assert LearnerService(gpu, tensorboard=False, console=False).run() == 2
+        assert "use --gpus 0" in caplog.text
+
+    os.makedirs(os.path.join(run_dir, "checkpoints"))
+    with open(os.path.join(run_dir, "checkpoints", "latest"), "w") as f:
+        f.write("ckpt-5.pt\n")
+    assert LearnerService(cfg, tensorboard=False, console=False).run() == 2  # would overwrite
+    assert LearnerService(cfg, resume=True, tensorboard=False, console=False).run() == 2  # missing
+    assert not os.path.exists(os.path.join(run_dir, "config.json"))
+
+
+def test_cli_subprocess_checkpoints_on_sigterm(tmp_path, ctx: zmq.Context) -> None:
+    run_dir, port = str(tmp_path / "sub"), free_port_pair()
+    argv = [sys.executable, "-m", "learner.cli", "--task", "point_reach", "--gpus", "0",
+            "--bind", f"tcp://{LOOPBACK}:{port}", "--run-dir", run_dir, "--hidden-dim", "32",
+            "--num-points", "4", "--conv-channels", "8", "--batch-size", "8",
+            "--capacity", "500", "--initial-random-steps", "20"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        actor = FakeActor(ctx, port)
+        policy = actor.hello_until_policy(timeout_s=60)  # the process imports torch first
+        assert policy.meta["random"] is True
+        for _ in range(3):
+            actor.send_chunk()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not actor.stopped  # preemption is not the end of the run: actors keep waiting
+    assert os.path.exists(os.path.join(run_dir, "checkpoints", "latest"))
+    torch.jit.load(os.path.join(run_dir, "policy.pt"))
+    with open(os.path.join(run_dir, "learner.log")) as f:
+        assert "stopped by signal" in f.read()
+
+
+def test_evaluator_schedule_reissue_and_final() -> None:
+    now = [0.0]
+    ev = Evaluator(every_env_steps=100, episodes=3, timeout_s=5.0, clock=lambda: now[0])
+    assert ev.poll(99, {1, 2}) is None
+    first = ev.poll(250, {1, 2})  # one request stands for the points 100 and 200
+    assert first is not None and first.target_actor == 1 and first.env_steps == 250
+    assert ev.next_at == 300 and ev.poll(260, {1, 2}) is None  # pending, not expired
+    now[0] = 6.0
+    second = ev.poll(260, {1, 2})  # timed out: re-issued to the other actor, new id
+    assert second is not None and second.target_actor == 2 and second.eval_id != first.eval_id
+    assert ev.on_result(1, first.eval_id, [5.0], [10]) is None  # late answer: ignored
+    third = ev.poll(270, {1})  # actor 2 disappeared: back to actor 1
+    assert third is not None and third.target_actor == 1 and third.env_steps == 250
+    record = ev.on_result(1, third.eval_id, [1.0, 2.0, 6.0], [10, 10, 10])
+    assert record is not None and record.mean_return == 3.0 and ev.last_mean == 3.0
+    ev.request_final(400)
+    assert ev.poll(400, set()) is None and not ev.final_done  # nobody to ask yet
+    final = ev.poll(400, {4})
+    assert final is not None and final.final and final.target_actor == 4
+    ev.on_result(4, final.eval_id, [0.0], [10])
+    assert ev.final_done and ev.poll(500, {4}) is None
+    assert [r.env_steps for r in ev.history] == [250, 400]
