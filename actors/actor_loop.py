@@ -1,0 +1,292 @@
+"""One actor process: step envs with the learner's policy and stream every record to the learner.
+
+Protocol (docs/INTERFACES.md, "The service"): connect SUB (PORT+1) then PUSH (PORT); send `hello`
+every second until a `policy` arrives (the learner answers each hello by re-publishing its current
+policy, `random=True` during its initial random phase); then loop
+    act -> env.step -> records to the StreamSender (blocking sends = backpressure)
+    -> drain the SUB socket without blocking (weights, eval requests, stop)
+    -> `stats` every ~2 s.
+Weights never block acting: they are applied between steps when they have arrived. ZeroMQ
+reconnects by itself when the learner restarts; after a long silence on SUB the actor re-sends
+hello so a restarted learner re-publishes its policy.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable
+
+import numpy as np
+import zmq
+
+from actors.envs import make_vec_env
+from actors.envs.base import ENDED, FIRST, VecEnv
+from actors.evaluator import Evaluator
+from actors.policy import ActorPolicy
+from actors.sender import StreamSender
+from fpac_async import protocol as P
+from fpac_async.config import EnvConfig
+from fpac_async.transport import (RejectCounter, actor_endpoints, push_socket, recv_message,
+                                  send_message, sub_socket)
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_OFFSET = 500  # eval envs: seed + 500 (+ env index), away from the training envs' seeds
+MAX_EPISODES_PER_STATS = 1000  # the protocol's cap on meta.episodes
+
+
+class ActorLoop:
+    """Runs one actor; `run()` returns why it ended: 'stop' (the learner said so), 'steps'
+    (max_agent_steps reached) or 'interrupted' (should_stop() said so)."""
+
+    def __init__(self, actor_id: int, env_cfg: EnvConfig, endpoint: str, seed: int,
+                 steps_per_message: int = 16, stats_every_s: float = 2.0,
+                 hello_every_s: float = 1.0, silence_hello_s: float = 30.0,
+                 frame_stack: int = 2, eval_max_parallel: int = 10, probe_renderer: bool = True,
+                 on_stats: Callable[[dict], None] | None = None,
+                 make_env: Callable[[EnvConfig, int, int], VecEnv] = make_vec_env) -> None:
+        self.actor_id = actor_id
+        self.env_cfg = env_cfg
+        self.endpoints = actor_endpoints(endpoint)  # ValueError for a malformed HOST:PORT
+        self.seed = seed
+        self.steps_per_message = steps_per_message
+        self.stats_every_s = stats_every_s
+        self.hello_every_s = hello_every_s
+        self.silence_hello_s = silence_hello_s
+        self.frame_stack = frame_stack
+        self.eval_max_parallel = eval_max_parallel
+        self.probe_renderer = probe_renderer
+        self.on_stats = on_stats
+        self._make_env = make_env
+        self.rejects = RejectCounter()
+        self.renderer = ""
+        self._stop = False
+        self._out_seq = 0  # seq of hello / stats / eval_result messages
+
+    # ------------------------------------------------------------------ the run
+    def run(self, max_agent_steps: int | None = None,
+            should_stop: Callable[[], bool] = lambda: False) -> str:
+        self._log_renderer()
+        ctx = zmq.Context()
+        # SUB first: a policy published in answer to our first hello must find us subscribed.
+        self.sub = sub_socket(ctx, self.endpoints.pub)
+        self.push = push_socket(ctx, self.endpoints.data)
+        env = self._make_env(self.env_cfg, self.seed, self.env_cfg.envs_per_actor)
+        self.evaluator = Evaluator(lambda n: self._make_env(self.env_cfg,
+                                                            self.seed + EVAL_SEED_OFFSET, n),
+                                   seed=self.seed + EVAL_SEED_OFFSET,
+                                   max_parallel=self.eval_max_parallel)
+        try:
+            self.policy = ActorPolicy(env.num_envs, env.action_dim, self.seed, self.frame_stack)
+            if not self._wait_for_policy(env, should_stop):
+                return "stop" if self._stop else "interrupted"
+            return self._loop(env, max_agent_steps, should_stop)
+        finally:
+            self.evaluator.close()
+            env.close()
+            self.sub.close(linger=0)
+            self.push.close(linger=1000)  # let queued chunks reach the learner
+            ctx.term()
+
+    def _log_renderer(self) -> None:
+        if self.env_cfg.backend == "numpy" or not self.probe_renderer:
+            self.renderer = "numpy (no GL)" if self.env_cfg.backend == "numpy" else "not probed"
+        else:
+            from actors.envs.render_probe import probe_rendering  # noqa: PLC0415 (subprocess)
+            self.renderer = probe_rendering(self.env_cfg.backend, self.env_cfg.task,
+                                            image_size=self.env_cfg.image_size,
+                                            camera=self.env_cfg.camera)
+        log.info("actor %d (pid %d): task %s on %s, renderer: %s", self.actor_id, os.getpid(),
+                 self.env_cfg.task, self.env_cfg.backend, self.renderer)
+
+    def _wait_for_policy(self, env: VecEnv, should_stop: Callable[[], bool]) -> bool:
+        """Send hello every hello_every_s until a policy arrives; False if told to stop."""
+        while not self.policy.ready:
+            if self._stop or should_stop():
+                return False
+            self._hello(env)
+            deadline = time.monotonic() + self.hello_every_s
+            while not self.policy.ready and not self._stop:
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                if left_ms <= 0:
+                    break
+                self._receive(timeout_ms=left_ms)
+        log.info("actor %d: policy version %d (random=%s)", self.actor_id, self.policy.version,
+                 self.policy.random)
+        return True
+
+    def _hello(self, env: VecEnv) -> None:
+        msg = P.hello_message(self.actor_id, self.env_cfg.task, os.getpid(), env.obs_shape,
+                              env.action_dim, seq=self._out_seq, state_dim=env.state_dim)
+        self._out_seq += 1
+        try:  # NOBLOCK: with no learner connected (IMMEDIATE) a hello is simply not sent
+            send_message(self.push, msg, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _loop(self, env: VecEnv, max_agent_steps: int | None,
+              should_stop: Callable[[], bool]) -> str:
+        n = env.num_envs
+        policy = self.policy
+        sender = StreamSender(self._send, self.actor_id, n, env.obs_shape, env.action_dim,
+                              env.state_dim, self.steps_per_message)
+        meter = _Meter(n)
+        batch = env.reset()
+        no_action = np.zeros((n, env.action_dim), np.float32)
+        sender.add(batch.frames, no_action, batch.reward, batch.flags, policy.version, batch.cam,
+                   batch.state, policy.version)
+        meter.record(batch.reward, batch.flags)
+        agent_steps = 0
+        self._last_heard = time.monotonic()
+        last_stats = time.monotonic()
+        reason = "interrupted"
+        while True:
+            t0 = time.perf_counter()
+            actions = policy.act(batch.frames, batch.flags, batch.cam, batch.state)
+            version = policy.version
+            t1 = time.perf_counter()
+            batch = env.step(actions)
+            t2 = time.perf_counter()
+            recorded = np.where(((batch.flags & FIRST) != 0)[:, None], no_action, actions)
+            sender.add(batch.frames, recorded, batch.reward, batch.flags, version, batch.cam,
+                       batch.state, policy.version)
+            t3 = time.perf_counter()
+            agent_steps += int(np.count_nonzero((batch.flags & FIRST) == 0))
+            meter.record(batch.reward, batch.flags)
+            meter.policy_s += t1 - t0
+            meter.render_s += t2 - t1
+            meter.send_s += t3 - t2
+            self._receive(timeout_ms=0)
+            now = time.monotonic()
+            if now - last_stats >= self.stats_every_s:
+                self._send_stats(meter, sender, env, now - last_stats)
+                last_stats = now
+            if now - self._last_heard > self.silence_hello_s:
+                self._hello(env)  # a restarted learner re-publishes its policy on hello
+                self._last_heard = now
+            if self._stop:
+                reason = "stop"
+                break
+            if max_agent_steps is not None and agent_steps >= max_agent_steps:
+                reason = "steps"
+                break
+            if should_stop():
+                break
+        sender.flush(policy.version)
+        self._send_stats(meter, sender, env, time.monotonic() - last_stats)
+        return reason
+
+    # ------------------------------------------------------------------ messages
+    def _send(self, msg: P.Message) -> None:
+        send_message(self.push, msg)  # blocking: a full SNDHWM queue is the backpressure
+
+    def _receive(self, timeout_ms: int) -> None:
+        """Handle every message that is waiting (or arrives within timeout_ms for the first)."""
+        while True:
+            try:
+                msg = recv_message(self.sub, timeout_ms=timeout_ms)
+            except P.ProtocolError as e:
+                self.rejects.add(e, "learner broadcast")
+                continue
+            if msg is None:
+                return
+            timeout_ms = 0
+            self._last_heard = time.monotonic()
+            self._handle(msg)
+
+    def _handle(self, msg: P.Message) -> None:
+        if msg.kind == P.POLICY:
+            if (not self.policy.ready or msg.version != self.policy.version
+                    or msg.meta["random"] != self.policy.random):
+                self.policy.load_policy(msg.arrays["script"], msg.arrays["weights"],
+                                        msg.meta["layout"], msg.version, msg.meta["random"])
+        elif msg.kind == P.WEIGHTS:
+            if self.policy.ready and msg.version != self.policy.version:
+                # Weights come only after the random phase: acting switches to the policy.
+                try:
+                    self.policy.apply_weights(msg.version, msg.arrays["weights"],
+                                              msg.meta["layout"], random=False)
+                except ValueError as e:  # another module (a learner restarted with a new config)
+                    log.warning("actor %d: weights do not fit the held policy (%s); asking for "
+                                "the policy", self.actor_id, e)
+                    self._last_heard = 0.0  # the main loop sends hello at once
+        elif msg.kind == P.EVAL:
+            if msg.meta["target_actor"] == self.actor_id and self.policy.ready:
+                self._evaluate(msg.meta["eval_id"], msg.meta["episodes"])
+        elif msg.kind == P.STOP:
+            log.info("actor %d: the learner ended the run", self.actor_id)
+            self._stop = True
+
+    def _evaluate(self, eval_id: int, episodes: int) -> None:
+        start = time.monotonic()
+        returns, lengths = self.evaluator.run(self.policy, episodes)
+        log.info("actor %d: eval %d of version %d: mean return %.1f over %d episodes (%.1f s)",
+                 self.actor_id, eval_id, self.policy.version, float(np.mean(returns)),
+                 len(returns), time.monotonic() - start)
+        self._send(P.eval_result_message(self.actor_id, self._out_seq, eval_id, returns, lengths,
+                                         self.policy.version))
+        self._out_seq += 1
+
+    def _send_stats(self, meter: _Meter, sender: StreamSender, env: VecEnv, wall_s: float) -> None:
+        perf = meter.perf(sender, env.action_repeat, wall_s, self.policy.version)
+        episodes = meter.episodes[:MAX_EPISODES_PER_STATS]
+        self._send(P.stats_message(self.actor_id, self._out_seq, episodes, perf,
+                                   self.policy.version))
+        self._out_seq += 1
+        if self.on_stats is not None:
+            self.on_stats({"perf": perf, "episodes": episodes, "agent_steps": meter.total_steps,
+                           "episodes_total": meter.total_episodes})
+        meter.reset_interval(sender)
+
+
+class _Meter:
+    """Per-interval counters for `stats`: finished episodes and where the time went."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.ret = np.zeros(num_envs, np.float64)
+        self.length = np.zeros(num_envs, np.int64)
+        self.episodes: list[dict] = []
+        self.total_steps = 0
+        self.total_episodes = 0
+        self.steps = 0
+        self.policy_s = self.render_s = self.send_s = 0.0
+        self._send_s0 = 0.0
+        self._records0 = 0
+        self._lag0 = 0
+
+    def record(self, reward: np.ndarray, flags: np.ndarray) -> None:
+        first = (flags & FIRST) != 0
+        self.ret[first] = 0.0
+        self.length[first] = 0
+        live = ~first
+        self.ret[live] += reward[live]
+        self.length[live] += 1
+        n_live = int(np.count_nonzero(live))
+        self.steps += n_live
+        self.total_steps += n_live
+        for e in np.flatnonzero(live & ((flags & ENDED) != 0)):
+            self.episodes.append({"return": float(self.ret[e]), "length": int(self.length[e]),
+                                  "env": int(e)})
+            self.total_episodes += 1
+
+    def perf(self, sender: StreamSender, action_repeat: int, wall_s: float,
+             version: int) -> dict[str, float]:
+        wall = max(wall_s, 1e-9)
+        records = sender.records_sent - self._records0
+        lag = (sender.lag_sum - self._lag0) / records if records else 0.0
+        return {"env_sps": self.steps * action_repeat / wall, "agent_sps": self.steps / wall,
+                "wall_s": wall_s, "render_s": self.render_s, "policy_s": self.policy_s,
+                "send_s": self.send_s, "render_frac": self.render_s / wall,
+                "policy_frac": self.policy_s / wall, "send_frac": self.send_s / wall,
+                "send_blocked_s": sender.send_seconds - self._send_s0, "policy_lag": lag,
+                "version": float(version)}
+
+    def reset_interval(self, sender: StreamSender) -> None:
+        self.episodes = []
+        self.steps = 0
+        self.policy_s = self.render_s = self.send_s = 0.0
+        self._send_s0 = sender.send_seconds
+        self._records0 = sender.records_sent
+        self._lag0 = sender.lag_sum
+

@@ -1,0 +1,75 @@
+"""`fpac-actors`: start N actor processes that stream transitions to a learner.
+
+    fpac-actors --n 32 --task cartpole_swingup --learner HOST:5555
+
+Rendering is probed once (in a child process) before any actor starts, so a machine that cannot
+render fails fast with the fix named (exit code 2) instead of 32 crash-looping children.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from fpac_async.cli_args import add_config_args, config_from_args
+from fpac_async.config import ConfigError, EnvConfig, resolve
+from fpac_async.transport import actor_endpoints
+
+ENV_FLAGS = {f.name for f in dataclasses.fields(EnvConfig)} | {"seed"}
+
+log = logging.getLogger("fpac-actors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fpac-actors", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--n", type=int, default=1, help="actor processes on this machine")
+    parser.add_argument("--learner", default="localhost:5555",
+                        help="learner HOST:PORT (data on PORT, broadcasts on PORT+1)")
+    parser.add_argument("--actor-id-offset", type=int, default=0,
+                        help="first actor id here (give each machine its own range)")
+    parser.add_argument("--steps-per-message", type=int, default=16,
+                        help="records per env per steps message")
+    parser.add_argument("--max-restarts", type=int, default=5,
+                        help="restarts of one actor within 60 s before giving it up")
+    parser.add_argument("--stats-every-s", type=float, default=30.0,
+                        help="seconds between per-actor stats tables")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_config_args(parser, only=ENV_FLAGS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = resolve(config_from_args(args))
+        actor_endpoints(args.learner)
+        if args.n < 1 or args.steps_per_message < 1:
+            raise ConfigError("--n and --steps-per-message must be >= 1")
+    except (ConfigError, ValueError) as e:
+        print(f"fpac-actors: {e}", file=sys.stderr)
+        return 2
+    from actors.envs.render_probe import RenderingError, probe_rendering  # noqa: PLC0415
+    try:
+        renderer = probe_rendering(cfg.env.backend, cfg.env.task, image_size=cfg.env.image_size,
+                                   camera=cfg.env.camera)
+    except RenderingError as e:
+        print(f"fpac-actors: cannot render {cfg.env.task} on {cfg.env.backend}: {e}",
+              file=sys.stderr)
+        return 2
+    log.info("rendering %s on %s with %s", cfg.env.task, cfg.env.backend, renderer)
+    from actors.supervisor import Supervisor  # noqa: PLC0415
+    supervisor = Supervisor(args.n, cfg.env, args.learner, seed=cfg.seed,
+                            actor_id_offset=args.actor_id_offset,
+                            steps_per_message=args.steps_per_message,
+                            max_restarts=args.max_restarts, stats_every_s=args.stats_every_s)
+    return supervisor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Runs N actor processes: distinct seeds, restarts with a rate limit, clean shutdown, stats.
+
+- Processes come from multiprocessing's 'spawn' context (no forked torch / GL / ZeroMQ state).
+- Seeds: seed + 1000 * actor_id (+ env index inside the VecEnv), plus RESTART_SEED_STRIDE per
+  restart of a slot, so a restarted actor does not replay the episodes it already sent.
+- A child that exits with code 0 was told by the learner that the run is over (`stop`): its slot
+  is done. Any other exit is a crash: the slot restarts, at most `max_restarts` times within
+  `restart_window_s`, then the slot is given up with an error.
+- Children set PR_SET_PDEATHSIG (SIGKILL): if the supervisor dies, even by SIGKILL, they die too.
+  They ignore SIGINT (Ctrl-C reaches the whole process group; the supervisor coordinates), and
+  SIGTERM makes them exit at once. On SIGINT/SIGTERM the supervisor terminates every child, joins
+  with a timeout, then kills what is left.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import dataclasses
+import logging
+import multiprocessing as mp
+import signal
+import sys
+import time
+from typing import Any
+
+from fpac_async.config import EnvConfig
+
+log = logging.getLogger(__name__)
+
+RESTART_SEED_STRIDE = 10_000_000
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+_PR_SET_PDEATHSIG = 1
+STAT_FIELDS = ("agent_steps", "episodes", "last_return", "env_sps", "version", "alive")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorSpec:
+    """What one child process needs (picklable: it crosses the spawn boundary)."""
+
+    actor_id: int
+    slot: int
+    env_cfg: EnvConfig
+    endpoint: str
+    seed: int
+    steps_per_message: int
+    log_level: int = logging.INFO
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the kernel sends SIGKILL to this process when its parent exits."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: shutdown still terminates children
+        log.debug("prctl(PR_SET_PDEATHSIG) is unavailable here")
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(SIGTERM_EXIT_CODE)
+
+
+def actor_process(spec: ActorSpec, stats: Any) -> None:
+    """Entry point of one actor child (spawn target). Exit code 0 only when the learner stopped."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    logging.basicConfig(level=spec.log_level,
+                        format=f"%(asctime)s actor{spec.actor_id} %(levelname)s %(message)s")
+    from actors.actor_loop import ActorLoop  # noqa: PLC0415 (heavy imports in the child only)
+
+    row = spec.slot * len(STAT_FIELDS)
+
+    def on_stats(s: dict) -> None:
+        returns = [e["return"] for e in s["episodes"]]
+        values = (s["agent_steps"], s["episodes_total"],
+                  returns[-1] if returns else stats[row + 2], s["perf"]["env_sps"],
+                  s["perf"]["version"], 1.0)
+        for i, v in enumerate(values):
+            stats[row + i] = float(v)
+
+    loop = ActorLoop(spec.actor_id, spec.env_cfg, spec.endpoint, spec.seed,
+                     steps_per_message=spec.steps_per_message, on_stats=on_stats)
+    reason = loop.run()
+    sys.exit(0 if reason == "stop" else 1)
+
+
+@dataclasses.dataclass
+class _Slot:
+    index: int
+    actor_id: int
+    process: Any = None
+    restarts: int = 0
+    recent: collections.deque = dataclasses.field(default_factory=collections.deque)
+    state: str = "running"  # running | done | failed
+
+
+class Supervisor:
+    """Starts, watches and stops `n` actor processes; `run()` returns an exit code."""
+
+    def __init__(self, n: int, env_cfg: EnvConfig, endpoint: str, seed: int = 0,
+                 actor_id_offset: int = 0, steps_per_message: int = 16, max_restarts: int = 5,
+                 restart_window_s: float = 60.0, stats_every_s: float = 30.0,
+                 shutdown_timeout_s: float = 5.0, target: Any = actor_process) -> None:
+        if n < 1:
+            raise ValueError(f"--n must be >= 1; got {n}")
+        self.env_cfg = env_cfg
+        self.endpoint = endpoint
+        self.seed = seed
+        self.steps_per_message = steps_per_message
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
+        self.stats_every_s = stats_every_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.target = target
+        self._ctx = mp.get_context("spawn")
+        self.stats = self._ctx.RawArray("d", n * len(STAT_FIELDS))
+        self.slots = [_Slot(i, actor_id_offset + i) for i in range(n)]
+        self._signalled = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        seed = self.seed + 1000 * slot.actor_id + RESTART_SEED_STRIDE * slot.restarts
+        spec = ActorSpec(slot.actor_id, slot.index, self.env_cfg, self.endpoint, seed,
+                         self.steps_per_message, logging.getLogger().getEffectiveLevel())
+        slot.process = self._ctx.Process(target=self.target, args=(spec, self.stats),
+                                         name=f"fpac-actor-{slot.actor_id}", daemon=False)
+        slot.process.start()
+        log.info("actor %d: started pid %d (seed %d)", slot.actor_id, slot.process.pid, seed)
+
+    def poll(self) -> None:
+        """Reap exited children: done on exit 0, restart (rate-limited) otherwise."""
+        now = time.monotonic()
+        for slot in self.slots:
+            p = slot.process
+            if slot.state != "running" or p is None or p.is_alive():
+                continue
+            p.join()
+            code = p.exitcode
+            self.stats[slot.index * len(STAT_FIELDS) + 5] = 0.0
+            if code == 0:
+                slot.state = "done"
+                log.info("actor %d: finished (the learner ended the run)", slot.actor_id)
+                continue
+            while slot.recent and now - slot.recent[0] > self.restart_window_s:
+                slot.recent.popleft()
+            if len(slot.recent) >= self.max_restarts:
+                slot.state = "failed"
+                log.error("actor %d: exited with code %s after %d restarts within %.0f s; giving "
+                          "up on this slot (see its log above for the cause)", slot.actor_id,
+                          code, len(slot.recent), self.restart_window_s)
+                continue
+            slot.recent.append(now)
+            slot.restarts += 1
+            log.warning("actor %d: exited with code %s; restarting (restart %d)", slot.actor_id,
+                        code, slot.restarts)
+            self._spawn(slot)
+
+    def shutdown(self) -> None:
+        """SIGTERM every child, join with a timeout, SIGKILL the rest: no orphans."""
+        procs = [s.process for s in self.slots if s.process is not None]
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            if p.is_alive():
+                log.warning("actor process %d did not exit on SIGTERM; killing it", p.pid)
+                p.kill()
+                p.join()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signalled = signum
+
+    def run(self, poll_s: float = 0.2) -> int:
+        """Start the actors and supervise until every slot ends or a signal arrives.
+        Exit code: 0 all slots stopped by the learner or by a signal, 1 some slot was given up."""
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            last_stats = time.monotonic()
+            while not self._signalled and any(s.state == "running" for s in self.slots):
+                time.sleep(poll_s)
+                self.poll()
+                if time.monotonic() - last_stats >= self.stats_every_s:
+                    log.info("per-actor stats:\n%s", self.stats_table())
+                    last_stats = time.monotonic()
+            if self._signalled:
+                log.info("signal %d: stopping %d actors", self._signalled, len(self.slots))
+        finally:
+            self.shutdown()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        return 1 if any(s.state == "failed" for s in self.slots) else 0
+
+    # ------------------------------------------------------------------ reporting
+    def stats_table(self) -> str:
+        width = len(STAT_FIELDS)
+        lines = [f"{'actor':>6} {'state':>8} {'restarts':>8} {'steps':>10} {'episodes':>8} "
+                 f"{'last_ret':>9} {'env_sps':>8} {'version':>7}"]
+        for slot in self.slots:
+            v = self.stats[slot.index * width:(slot.index + 1) * width]
+            lines.append(f"{slot.actor_id:>6} {slot.state:>8} {slot.restarts:>8} {v[0]:>10.0f} "
+                         f"{v[1]:>8.0f} {v[2]:>9.1f} {v[3]:>8.1f} {v[4]:>7.0f}")
+        return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Actor overhead: frames/s of the bare env loop vs the full actor loop, same process settings.
+
+bare: env.step(uniform random actions), nothing else. full: ActorLoop (TorchScript fpac policy
+with the default agent config, point cache, StreamSender) sending to a drain learner in another
+process (PULL + protocol.decode, PUB answering hello with a non-random policy). Both run in this
+process with torch.set_num_threads(1). Target: full / bare >= 0.9 (rendering dominates).
+
+    .venv/bin/python bench/bench_actor.py --seconds 8 --configs dmc:cartpole_swingup numpy:point_reach
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import zmq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from actors.actor_loop import ActorLoop  # noqa: E402
+from actors.envs import make_vec_env  # noqa: E402
+from bench.bench_transport import _machine  # noqa: E402
+from fpac_async import protocol as P  # noqa: E402
+from fpac_async.config import EnvConfig, RunConfig, resolve  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results", "actor.jsonl")
+
+
+def _drain_learner(port: int, obs_shape: tuple, action_dim: int, ready: mp.Event) -> None:
+    """PULL + decode everything; answer hello with the default-config policy (random=False)."""
+    from fpac_async.config import AgentConfig  # noqa: PLC0415
+    from fpac_async.export import export_policy, flat_weights, script_to_bytes  # noqa: PLC0415
+    from fpac_async.sac import SAC  # noqa: PLC0415
+    from fpac_async.transport import pub_socket, pull_socket, send_message  # noqa: PLC0415
+    torch.set_num_threads(1)
+    module = export_policy(SAC(AgentConfig(), (6, *obs_shape[1:]), action_dim))
+    script, (flat, layout) = script_to_bytes(module), flat_weights(module)
+    layout = [[n, list(s)] for n, s in layout]
+    ctx = zmq.Context()
+    pull = pull_socket(ctx, f"tcp://127.0.0.1:{port}")
+    pub = pub_socket(ctx, f"tcp://127.0.0.1:{port + 1}")
+    ready.set()
+    while True:  # until terminated
+        msg = P.decode(pull.recv_multipart(copy=False))
+        if msg.kind == P.HELLO:
+            send_message(pub, P.policy_message(0, 1, script, flat, layout, random=False))
+
+
+def bare_fps(env_cfg: EnvConfig, seconds: float, seed: int) -> float:
+    env = make_vec_env(env_cfg, seed, env_cfg.envs_per_actor)
+    rng = np.random.default_rng(seed)
+    env.reset()
+    for _ in range(5):  # warm-up (first renders build GL state)
+        env.step(rng.uniform(-1, 1, (env.num_envs, env.action_dim)).astype(np.float32))
+    frames, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        env.step(rng.uniform(-1, 1, (env.num_envs, env.action_dim)).astype(np.float32))
+        frames += env.num_envs
+    elapsed = time.perf_counter() - start
+    env.close()
+    return frames / elapsed
+
+
+def full_fps(env_cfg: EnvConfig, seconds: float, seed: int, port: int) -> tuple[float, dict]:
+    """Frames/s of ActorLoop from its stats intervals after the first (warm-up) one."""
+    intervals: list[dict] = []
+    deadline = [float("inf")]
+
+    def on_stats(s: dict) -> None:
+        intervals.append(s["perf"])
+        if len(intervals) == 1:
+            deadline[0] = time.monotonic() + seconds
+
+    loop = ActorLoop(0, env_cfg, f"127.0.0.1:{port}", seed, steps_per_message=16,
+                     stats_every_s=1.0, probe_renderer=False, on_stats=on_stats)
+    loop.run(should_stop=lambda: time.monotonic() > deadline[0])
+    timed = intervals[1:-1] or intervals
+    wall = sum(p["wall_s"] for p in timed)
+    steps = sum(p["agent_sps"] * p["wall_s"] for p in timed)
+    split = {k: sum(p[k] for p in timed) / wall for k in ("render_s", "policy_s", "send_s")}
+    return steps / wall, split
+
+
+def run_config(backend: str, task: str, seconds: float, port: int) -> dict:
+    env_cfg = resolve(RunConfig(env=EnvConfig(task=task, backend=backend))).env
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    probe = make_vec_env(env_cfg, 0, 1)
+    shape, adim = probe.obs_shape, probe.action_dim
+    probe.close()
+    drain = ctx.Process(target=_drain_learner, args=(port, shape, adim, ready), daemon=True)
+    drain.start()
+    ready.wait(120)
+    try:
+        bare = bare_fps(env_cfg, seconds, seed=1)
+        full, split = full_fps(env_cfg, seconds, seed=1, port=port)
+    finally:
+        drain.terminate()
+        drain.join(5)
+    return {"backend": backend, "task": task, "image_size": env_cfg.image_size,
+            "bare_fps": bare, "full_fps": full, "ratio": full / bare,
+            "full_time_fractions": split}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--configs", nargs="+", default=["dmc:cartpole_swingup",
+                                                     "envpool:cartpole_swingup",
+                                                     "numpy:point_reach"],
+                    help="BACKEND:TASK pairs (a backend that cannot render here is skipped)")
+    ap.add_argument("--port", type=int, default=47511)
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    from actors.envs.render_probe import RenderingError, probe_rendering  # noqa: PLC0415
+    rows = []
+    for i, item in enumerate(args.configs):
+        backend, task = item.split(":")
+        try:
+            renderer = probe_rendering(backend, task, image_size=0)  # 0: the preset
+        except RenderingError as e:
+            print(f"skip {item}: {e}")
+            continue
+        row = run_config(backend, task, args.seconds, args.port + 2 * i)
+        row["renderer"] = renderer
+        rows.append(row)
+    print(f"{'backend':>8} {'task':>18} {'size':>4} {'bare f/s':>9} {'full f/s':>9} {'ratio':>6} "
+          f"{'render/policy/send':>20}")
+    for r in rows:
+        f = r["full_time_fractions"]
+        print(f"{r['backend']:>8} {r['task']:>18} {r['image_size']:>4} {r['bare_fps']:>9.1f} "
+              f"{r['full_fps']:>9.1f} {r['ratio']:>6.2f} "
+              f"{f['render_s']:>6.2f}/{f['policy_s']:.2f}/{f['send_s']:.2f}")
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "a") as fh:
+        for r in rows:
+            fh.write(json.dumps({**_machine(), "bench": "actor", "seconds": args.seconds,
+                                 "note": args.note, **r}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

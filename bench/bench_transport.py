@@ -1,0 +1,132 @@
+"""Transport throughput: actor-like StreamSender -> PULL + protocol.decode, against raw ZeroMQ.
+
+Both runs use one sender process and one receiver process on loopback, the same socket factories
+(fpac_async.transport: same high-water marks) and messages of the same size; the raw run sends
+pre-built frames and only counts them on arrival. Target: protocol / raw >= 0.8.
+
+    .venv/bin/python bench/bench_transport.py --seconds 5 --image-size 84 --steps-per-message 16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+import zmq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from fpac_async import protocol as P  # noqa: E402
+from fpac_async.transport import pull_socket, push_socket  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results", "transport.jsonl")
+
+
+def _sender(endpoint: str, mode: str, seconds: float, image: int, per_msg: int) -> None:
+    from actors.sender import StreamSender  # noqa: PLC0415
+    ctx = zmq.Context()
+    sock = push_socket(ctx, endpoint)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (1, 3, image, image), dtype=np.uint8)
+    action = rng.uniform(-1, 1, (1, 1)).astype(np.float32)
+    reward, flags = np.ones(1, np.float32), np.zeros(1, np.uint8)
+    cam = np.zeros((1, 2), np.float32)
+    if mode == "raw":  # the same bytes an encoded chunk has, built once
+        chunk = P.steps_message(0, 0, 0, 0, np.repeat(frames, per_msg, 0),
+                                np.repeat(action, per_msg, 0), np.ones(per_msg, np.float32),
+                                np.zeros(per_msg, np.uint8), np.zeros(per_msg, np.int32),
+                                np.zeros((per_msg, 2), np.float32))
+        parts = [bytes(f) for f in P.encode(chunk)]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            sock.send_multipart(parts, copy=False)
+    else:
+        sender = StreamSender(lambda m: sock.send_multipart(P.encode(m), copy=False), 0, 1,
+                              (3, image, image), 1, 0, per_msg)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for _ in range(per_msg):
+                sender.add(frames, action, reward, flags, 0, cam)
+    sock.send_multipart([b"END"])
+    sock.close(linger=5000)
+    ctx.term()
+
+
+def measure(mode: str, seconds: float, image: int, per_msg: int, port: int) -> dict:
+    ctx = zmq.Context()
+    pull = pull_socket(ctx, f"tcp://127.0.0.1:{port}")
+    proc = mp.get_context("spawn").Process(
+        target=_sender, args=(f"tcp://127.0.0.1:{port}", mode, seconds, image, per_msg))
+    proc.start()
+    records = nbytes = 0
+    start = None
+    while True:
+        frames = pull.recv_multipart(copy=False)
+        if len(frames) == 1 and frames[0].bytes == b"END":
+            break
+        if start is None:  # time from the first arrival: excludes the sender's start-up
+            start = time.perf_counter()
+            continue
+        nbytes += sum(len(f) for f in frames)
+        if mode == "raw":
+            records += per_msg
+        else:
+            records += len(P.decode(frames).arrays["flags"])
+    elapsed = time.perf_counter() - (start or time.perf_counter())
+    proc.join()
+    pull.close(linger=0)
+    ctx.term()
+    return {"mode": mode, "transitions_per_s": records / elapsed, "MB_per_s": nbytes / elapsed / 1e6,
+            "seconds": elapsed, "msg_bytes": nbytes * per_msg // max(records, 1)}
+
+
+def _machine() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                                capture_output=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"machine": f"{platform.node()} {platform.processor() or platform.machine()} "
+                       f"{os.cpu_count()} cpus", "commit": commit,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--image-size", type=int, default=84)
+    ap.add_argument("--steps-per-message", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs per mode; "
+                    "the median is reported")
+    ap.add_argument("--port", type=int, default=47311)
+    ap.add_argument("--note", default="", help="e.g. 'cores shared with other jobs'")
+    args = ap.parse_args()
+    runs: dict[str, list[dict]] = {"raw": [], "protocol": []}
+    for k in range(args.repeats):  # interleaved, so drifting load on shared cores hits both
+        for i, mode in enumerate(runs):
+            runs[mode].append(measure(mode, args.seconds, args.image_size,
+                                      args.steps_per_message, args.port + 2 * k + i))
+    rows = [sorted(r, key=lambda x: x["transitions_per_s"])[len(r) // 2] for r in runs.values()]
+    ratio = rows[1]["transitions_per_s"] / rows[0]["transitions_per_s"]  # of the medians
+    print(f"{'mode':>9} {'transitions/s':>14} {'MB/s':>9} {'msg bytes':>10}")
+    for r in rows:
+        print(f"{r['mode']:>9} {r['transitions_per_s']:>14.0f} {r['MB_per_s']:>9.1f} "
+              f"{r['msg_bytes']:>10}")
+    print(f"protocol / raw = {ratio:.2f} (medians of {args.repeats}; target >= 0.8)")
+    entry = {**_machine(), "bench": "transport", "image_size": args.image_size,
+             "steps_per_message": args.steps_per_message, "results": rows, "all_runs": runs, "ratio": ratio,
+             "note": args.note}
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+if __name__ == "__main__":
+    main()

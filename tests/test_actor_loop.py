@@ -1,0 +1,156 @@
+"""ActorPolicy caches, StreamSender chunks, and one ActorLoop against the fake learner (point_reach)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from actors.actor_loop import ActorLoop
+from actors.envs import make_vec_env
+from actors.policy import ActorPolicy
+from actors.sender import StreamSender
+from fpac_async import protocol as P
+from fpac_async.config import EnvConfig, RunConfig, resolve
+from fpac_async.export import script_from_bytes
+from test_actor_service import FakeLearner, tiny_policy
+
+ENV = resolve(RunConfig(env=EnvConfig(task="point_reach", envs_per_actor=2))).env
+
+
+def loaded_policy(num_envs: int, random: bool = False) -> ActorPolicy:
+    script, flat, layout = tiny_policy()
+    policy = ActorPolicy(num_envs, 2, seed=0)
+    policy.load_policy(np.frombuffer(script, np.uint8), flat, layout, version=3, random=random)
+    return policy
+
+
+def test_fpac_point_cache_matches_forward_on_the_stack():
+    policy = loaded_policy(2)
+    module = script_from_bytes(tiny_policy()[0])
+    module.load_state_dict(policy.module.state_dict())
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8) for _ in range(3)]
+    flags = [np.array([P.FIRST, P.FIRST], np.uint8), np.zeros(2, np.uint8),
+             np.array([P.FIRST, 0], np.uint8)]  # env 0 restarts at step 2
+    previous = {0: frames[0], 1: frames[0]}
+    for t in range(3):
+        got = policy.act(frames[t], flags[t], deterministic=True)
+        stack = np.empty((2, 6, 32, 32), np.uint8)
+        for e in range(2):
+            prev = frames[t][e] if flags[t][e] & P.FIRST else previous[e][e]
+            stack[e] = np.concatenate([prev, frames[t][e]])  # oldest first, o_{t-1} := o_t at FIRST
+        want = module(torch.from_numpy(stack), True).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        previous = {0: frames[t], 1: frames[t]}
+
+
+def test_random_phase_gives_uniform_actions_and_weights_switch_to_the_policy():
+    policy = loaded_policy(64, random=True)
+    frames = np.zeros((64, 3, 32, 32), np.uint8)
+    a = policy.act(frames, np.full(64, P.FIRST, np.uint8))
+    assert a.shape == (64, 2) and a.dtype == np.float32
+    assert a.min() >= -1 and a.max() <= 1 and a.min() < -0.5 and a.max() > 0.5
+    _, flat, layout = tiny_policy()
+    policy.apply_weights(4, flat, layout, random=False)
+    d1 = policy.act(frames, np.zeros(64, np.uint8), deterministic=True)
+    assert policy.version == 4
+    np.testing.assert_allclose(d1, np.broadcast_to(d1[0], d1.shape), rtol=1e-5)  # same frames
+    with pytest.raises(ValueError):
+        policy.apply_weights(5, flat[:-1], layout)
+
+
+def test_sender_chunks_carry_seq_step0_and_each_frame_once():
+    sent = []
+    sender = StreamSender(sent.append, actor_id=3, num_envs=2, obs_shape=(3, 4, 4), action_dim=1,
+                          state_dim=0, steps_per_message=3)
+    for t in range(7):
+        frames = np.full((2, 3, 4, 4), t, np.uint8)
+        frames[1] += 100
+        sender.add(frames, np.full((2, 1), t, np.float32), np.full(2, t, np.float32),
+                   np.zeros(2, np.uint8), version=t // 4, current_version=t // 4)
+    sender.flush()
+    env0 = [m for m in sent if m.env == 0]
+    assert [(m.seq, m.meta["step0"], len(m.arrays["flags"])) for m in env0] == \
+        [(0, 0, 3), (1, 3, 3), (2, 6, 1)]
+    obs = np.concatenate([m.arrays["obs"] for m in env0])
+    assert obs.shape == (7, 3, 4, 4) and list(obs[:, 0, 0, 0]) == list(range(7))
+    assert list(np.concatenate([m.arrays["version"] for m in env0])) == [0, 0, 0, 0, 1, 1, 1]
+    assert all(m.actor == 3 for m in sent) and sender.records_sent == 14
+
+
+def _run_actor(learner: FakeLearner, steps: int, **kw) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+    loop = ActorLoop(5, ENV, learner.endpoint, seed=11, steps_per_message=8, stats_every_s=0.5,
+                     **kw)
+
+    def target() -> None:
+        result["reason"] = loop.run(max_agent_steps=steps)
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    result["loop"] = loop
+    return thread, result
+
+
+def test_actor_loop_streams_complete_episodes_picks_up_weights_and_answers_eval():
+    learner = FakeLearner(random=True)
+    try:
+        thread, result = _run_actor(learner, steps=260)  # 2 envs: 130 agent steps each
+        learner.pump(lambda f: sum(len(m.arrays["flags"]) for m in f.messages[P.STEPS]) >= 40)
+        learner.publish_weights(1, scale=0.5)
+        learner.publish(P.eval_message(learner.seq, 1, eval_id=9, episodes=3, target_actor=5))
+        learner.publish(P.eval_message(learner.seq, 1, eval_id=10, episodes=2, target_actor=4))
+        learner.pump(lambda f: not thread.is_alive() and len(f.messages[P.EVAL_RESULT]) >= 1)
+        thread.join(10)
+        learner.drain()  # the actor closed its socket with linger: everything is queued here
+    finally:
+        learner.close()
+    assert result["reason"] == "steps"
+    # Eval: only the addressed actor answers, with the requested number of 50-step episodes.
+    [answer] = learner.messages[P.EVAL_RESULT]
+    assert answer.meta["eval_id"] == 9 and answer.actor == 5
+    assert len(answer.meta["returns"]) == 3 and answer.meta["lengths"] == [50, 50, 50]
+    # Stats: finished training episodes of 50 steps with per-env ids, and perf figures.
+    episodes = [e for m in learner.messages[P.STATS] for e in m.meta.get("episodes", [])]
+    assert len(episodes) == 4 and {e["length"] for e in episodes} == {50}
+    assert all(m.meta["perf"]["env_sps"] >= 0 for m in learner.messages[P.STATS])
+    replay = make_vec_env(ENV, seed=11, num_envs=2)  # the actor's env, replayed from records
+    streams = learner.records(5)
+    records = {}
+    for env, msgs in streams.items():
+        assert [m.seq for m in msgs] == list(range(len(msgs)))
+        step0 = [m.meta["step0"] for m in msgs]
+        sizes = [len(m.arrays["flags"]) for m in msgs]
+        assert step0 == list(np.cumsum([0] + sizes[:-1]))  # contiguous, nothing lost
+        records[env] = {k: np.concatenate([m.arrays[k] for m in msgs]) for k in msgs[0].arrays}
+    assert records[0]["flags"].shape == records[1]["flags"].shape == (133,)  # + 3 FIRST
+    for env in (0, 1):
+        r = records[env]
+        firsts = np.flatnonzero(r["flags"] & P.FIRST)
+        truncs = np.flatnonzero(r["flags"] & P.TRUNCATED)
+        assert list(firsts) == [0, 51, 102] and list(truncs) == [50, 101]  # FIRST after TRUNCATED
+        assert not np.any(r["flags"] & P.TERMINAL)
+        versions = r["version"]
+        assert np.all(np.diff(versions) >= 0) and versions[0] == 0 and versions[-1] == 1
+    # The records rebuild the stream exactly: replaying their actions gives the same frames.
+    batch = replay.reset()
+    np.testing.assert_array_equal(batch.frames, np.stack([records[e]["obs"][0] for e in (0, 1)]))
+    for j in range(1, 133):
+        batch = replay.step(np.stack([records[e]["action"][j] for e in (0, 1)]))
+        for e in (0, 1):
+            np.testing.assert_array_equal(batch.frames[e], records[e]["obs"][j])
+            assert batch.flags[e] == records[e]["flags"][j]
+            assert batch.reward[e] == records[e]["reward"][j]
+    # Stacks for the replay: s_i = (o_{i-1}, o_i), o_{i-1} := o_i at FIRST; both come from records.
+    i = 52
+    stack = np.concatenate([records[0]["obs"][i - 1], records[0]["obs"][i]])
+    assert stack.shape == (6, 32, 32)
+
+
+def test_stop_from_the_learner_ends_the_loop():
+    learner = FakeLearner(random=True)
+    loop = ActorLoop(0, ENV, learner.endpoint, seed=0)
+    loop._handle(P.Message(kind="stop"))
+    learner.close()
+    assert loop._stop

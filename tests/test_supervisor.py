@@ -1,0 +1,118 @@
+"""Supervisor: a SIGKILLed actor is restarted on new seeds, crash loops are given up, and
+SIGINT / SIGTERM / SIGKILL of the supervisor leave no process behind."""
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import signal
+import time
+
+import pytest
+
+from actors.supervisor import STAT_FIELDS, Supervisor
+from fpac_async import protocol as P
+from fpac_async.config import EnvConfig, RunConfig, resolve
+from test_actor_service import FakeLearner, start_actors, steps_of
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, their children...)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def wait_gone(pids: set[int], timeout_s: float = 15.0) -> set[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    return {p for p in pids if alive(p)}
+
+
+def hello_pids(learner: FakeLearner, actor: int) -> list[int]:
+    pids: list[int] = []
+    for m in learner.messages[P.HELLO]:
+        if m.actor == actor and m.meta["pid"] not in pids:
+            pids.append(m.meta["pid"])
+    return pids
+
+
+@pytest.fixture
+def learner():
+    fake = FakeLearner()
+    yield fake
+    fake.close()
+
+
+def test_killed_actor_is_restarted_on_new_seeds_and_sigint_leaves_no_process(learner):
+    sup = start_actors(learner, n=1, offset=1)
+    try:
+        learner.pump(lambda f: steps_of(f, 1) >= 20, timeout_s=40)
+        [victim] = hello_pids(learner, 1)
+        assert victim in descendants(sup.pid)
+        os.kill(victim, signal.SIGKILL)
+        learner.pump(lambda f: len(hello_pids(f, 1)) == 2, timeout_s=40)
+        learner.pump(lambda f: sum(m.meta["step0"] == 0 for m in f.records(1)[0]) == 2,
+                     timeout_s=40)
+        procs = descendants(sup.pid)
+        assert hello_pids(learner, 1)[1] in procs and victim not in procs
+        sup.send_signal(signal.SIGINT)
+        sup.communicate(timeout=20)
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    assert sup.returncode == 0
+    assert wait_gone(procs | {victim}) == set()
+    # The restarted actor began a new stream (step0 = 0, FIRST) from a different seed.
+    restarts = [m for m in learner.records(1)[0] if m.meta["step0"] == 0]
+    assert [m.arrays["flags"][0] for m in restarts] == [P.FIRST, P.FIRST]
+    assert (restarts[0].arrays["obs"][0] != restarts[1].arrays["obs"][0]).any()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_sigterm_or_sigkill_of_the_supervisor_leaves_no_process(learner, sig):
+    sup = start_actors(learner, n=1)
+    try:
+        learner.pump(lambda f: steps_of(f, 0) >= 10, timeout_s=40)
+        procs = descendants(sup.pid)
+        assert hello_pids(learner, 0)[0] in procs
+        sup.send_signal(sig)  # SIGKILL: the children's PR_SET_PDEATHSIG takes them down
+        sup.communicate(timeout=20)
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    assert sup.returncode == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+    assert wait_gone(procs) == set()
+
+
+def test_a_crash_looping_slot_is_given_up(caplog):
+    env = resolve(RunConfig(env=EnvConfig(task="point_reach"))).env
+    # operator.truediv(spec, stats) raises TypeError at once: a child that always crashes.
+    sup = Supervisor(1, env, "127.0.0.1:1", max_restarts=2, restart_window_s=60,
+                     target=operator.truediv)
+    with caplog.at_level(logging.ERROR, logger="actors.supervisor"):
+        code = sup.run(poll_s=0.05)
+    assert code == 1
+    assert sup.slots[0].state == "failed" and sup.slots[0].restarts == 2
+    assert "giving up on this slot" in caplog.text
+    assert len(sup.stats) == len(STAT_FIELDS)
