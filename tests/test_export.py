@@ -103,6 +103,9 @@ def test_saved_policy_runs_in_a_process_without_the_project(tmp_path):
     torch.save({"obs": obs, "cam": cam}, str(tmp_path / "in.pt"))
     code = (
         "import sys, torch\n"
+        # Same thread count as this process: other tests may have changed it, and the float
+        # reduction order (hence the last bits) depends on it.
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
         f"m = torch.jit.load({path!r})\n"
         f"x = torch.load({str(tmp_path / 'in.pt')!r}, weights_only=True)\n"
         "a = m(x['obs'], True, x['cam'], None)\n"
