@@ -43,6 +43,7 @@ from learner.trainer import Trainer
 log = logging.getLogger(__name__)
 
 MAX_CHUNK_UPDATES = 64  # updates per train() call: keeps hellos, broadcasts and metrics responsive
+CHUNK_BUDGET_S = 0.25  # ... and so does a time budget per call (a CPU update can take ~1 s)
 IDLE_SLEEP_S = 0.002
 
 
@@ -148,7 +149,12 @@ class LearnerService:
         self.version = int(counters["policy_version"])
         self.random_phase = int(counters["agent_steps"]) < cfg.replay.initial_random_steps
         self.broadcaster = Broadcaster(pub)
-        self.receiver = Receiver(pull, shapes, self.replay.add, self.trainer.admit,
+        # A checkpoint may be taken while updates are still owed (up to the admission slack). A
+        # resume without the saved replay cannot run them until data arrives, and admission would
+        # wait for them: a deadlock. So steps are also admitted while the replay holds < a batch.
+        batch = cfg.agent.batch_size
+        admit = lambda steps: self.trainer.admit(steps) or self.replay.num_valid < batch  # noqa: E731
+        self.receiver = Receiver(pull, shapes, self.replay.add, admit,
                                  cfg.env.action_repeat, cfg.env_steps,
                                  cfg.learner.max_message_bytes, expect_state=state_dim > 0,
                                  agent_steps=int(counters["agent_steps"]),
@@ -166,6 +172,7 @@ class LearnerService:
         self.ready.set()
         self.broadcast_at = self.ckpt_at = trainer.updates
         self.losses: dict[str, float] = {}
+        self._s_per_update: float | None = None  # moving average of one update's wall time
         self.train_return: float | None = None
         window_s = max(10.0, 2 * cfg.learner.log_every_s)
         self.sps, self.ups = RateMeter(window_s), RateMeter(window_s)
@@ -180,9 +187,13 @@ class LearnerService:
             if r.hello_pending.is_set():
                 r.hello_pending.clear()
                 self.broadcaster.publish_policy(self.sac, self.version, self.random_phase)
+            started = time.monotonic()
             stats = trainer.train(agent_steps, agent_steps * cfg.env.action_repeat, self._chunk())
             if stats:
                 self.losses = stats
+                per_update = (time.monotonic() - started) / max(1, int(stats["updates_run"]))
+                self._s_per_update = per_update if self._s_per_update is None else (
+                    0.8 * self._s_per_update + 0.2 * per_update)
             if trainer.updates - self.broadcast_at >= cfg.learner.weights_every:
                 self._broadcast()
             if trainer.updates - self.ckpt_at >= cfg.learner.checkpoint_every:
@@ -220,7 +231,9 @@ class LearnerService:
     def _chunk(self) -> int:
         """Updates for the next train() call: stop exactly at broadcast/checkpoint points."""
         lc, u = self.cfg.learner, self.trainer.updates
-        return max(1, min(MAX_CHUNK_UPDATES, lc.weights_every - (u - self.broadcast_at),
+        # One update until its cost is known, then as many as fit in CHUNK_BUDGET_S.
+        budget = 1 if self._s_per_update is None else int(CHUNK_BUDGET_S / self._s_per_update)
+        return max(1, min(MAX_CHUNK_UPDATES, budget, lc.weights_every - (u - self.broadcast_at),
                           lc.checkpoint_every - (u - self.ckpt_at)))
 
     def _broadcast(self) -> None:

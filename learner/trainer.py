@@ -31,14 +31,15 @@ class ReplayRatio:
     The receiver admits new steps only while agent_steps <= initial + (updates + slack) / ratio,
     i.e. while the learner is at most `slack` updates behind.
     The ratio is held as a Fraction (a float like 0.3 becomes exactly 3/10, 1/3 stays 1/3), so
-    every comparison is integer arithmetic.
+    every comparison is integer arithmetic. A ratio of 0 runs no updates and admits everything
+    (actor and transport throughput studies).
     """
 
     def __init__(self, ratio: Union[float, int, Fraction], initial_agent_steps: int,
                  slack_updates: int = 64):
         frac = ratio if isinstance(ratio, Fraction) else Fraction(ratio).limit_denominator(10**6)
-        if frac <= 0:
-            raise ValueError(f"replay ratio must be > 0; got {ratio!r}")
+        if frac < 0:
+            raise ValueError(f"replay ratio must be >= 0; got {ratio!r}")
         if initial_agent_steps < 0 or slack_updates < 0:
             raise ValueError(f"initial_agent_steps ({initial_agent_steps}) and slack_updates "
                              f"({slack_updates}) must be >= 0")
@@ -61,6 +62,8 @@ class ReplayRatio:
     def admit(self, agent_steps: int, updates: int) -> bool:
         """Whether the receiver may accept more steps: steps - initial <= (updates + slack) / ratio,
         multiplied out as (steps - initial) * num <= (updates + slack) * den."""
+        if self._num == 0:
+            return True
         return ((int(agent_steps) - self.initial) * self._num
                 <= (int(updates) + self.slack) * self._den)
 

@@ -66,9 +66,9 @@ def test_admit_boundary() -> None:
     assert two.admit(103, 2)  # 100 + 6 / 2
 
 
-def test_ratio_rejects_non_positive() -> None:
+def test_ratio_rejects_negative() -> None:
     with pytest.raises(ValueError, match="ratio"):
-        ReplayRatio(0.0, 10)
+        ReplayRatio(-0.5, 10)
 
 
 # ------------------------------------------------------------------------------ Trainer
@@ -157,3 +157,11 @@ def test_overlap_needs_cuda() -> None:
     cfg = _tiny_cfg()
     with pytest.raises(ValueError, match="CUDA"):
         Trainer(object(), _filled_replay(), cfg, ReplayConfig(), overlap=True)  # type: ignore
+
+
+def test_ratio_zero_runs_no_updates_and_admits_everything():
+    rr = ReplayRatio(0, initial_agent_steps=10)
+    assert rr.owed(10**6, 0) == 0 and rr.due(10**6) == 0
+    assert rr.admit(10**9, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        ReplayRatio(-1, 0)
