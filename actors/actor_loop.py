@@ -18,6 +18,7 @@ import time
 from typing import Callable
 
 import numpy as np
+import torch
 import zmq
 
 from actors.envs import make_vec_env
@@ -78,6 +79,7 @@ class ActorLoop:
                                    seed=self.seed + EVAL_SEED_OFFSET,
                                    max_parallel=self.eval_max_parallel)
         try:
+            torch.set_num_threads(1)  # one core per actor process: processes scale, threads do not
             self.policy = ActorPolicy(env.num_envs, env.action_dim, self.seed, self.frame_stack)
             if not self._wait_for_policy(env, should_stop):
                 return "stop" if self._stop else "interrupted"

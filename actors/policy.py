@@ -30,7 +30,6 @@ class ActorPolicy:
                  seed_global: bool = True) -> None:
         if num_envs < 1 or action_dim < 1 or frame_stack < 1:
             raise ValueError("ActorPolicy needs num_envs, action_dim and frame_stack >= 1")
-        torch.set_num_threads(1)  # one core per actor process: processes scale, threads do not
         if seed_global:
             # The TorchScript actor draws its exploration noise from torch's global generator.
             torch.manual_seed(seed)
