@@ -1,0 +1,189 @@
+"""A learner and N actor processes on this machine over loopback: the wiring behind `fpac-train`.
+
+Process layout (why the learner runs in THIS process): the learner owns the GPU, the run
+directory and the signal handling (LearnerService checkpoints on SIGTERM/SIGINT when it runs in the
+main thread), so running it here needs no extra process, no forwarding of signals and no second
+copy of torch/CUDA. The actors are the Supervisor's spawned children; the Supervisor is driven
+(start / poll / shutdown) from a watcher thread here instead of its own `run()`, because `run()`
+installs signal handlers, which only the main thread may do and which the learner needs.
+
+- Ctrl-C reaches the whole process group: the actors ignore SIGINT, the learner checkpoints and
+  returns 128 + signal, then every actor is terminated (a stopped run's actors would otherwise
+  wait for a resumed learner forever). SIGTERM to this process does the same.
+- A crashed actor is restarted by Supervisor.poll (rate-limited). If every actor slot is given
+  up, the learner is asked to stop (checkpoint) since no data can arrive any more.
+- If the learner returns for any reason, the actors are stopped; if this process dies outright,
+  the actors die with it (PR_SET_PDEATHSIG in actors.supervisor).
+- Progress: the learner's metric rows (metrics.jsonl) are tailed and printed with the env-step
+  budget, the fraction done and an ETA (the learner's own console line has no budget).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from actors.supervisor import Supervisor
+from fpac_async.config import RunConfig
+from learner.metrics import status_line
+from learner.service import LearnerService
+
+log = logging.getLogger("fpac-train")
+
+STOP_GRACE_S = 5.0  # after a normal end: time for actors to exit on the learner's `stop`
+
+
+def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """A port P such that P and P+1 are both free on `host` (the learner binds PULL on P, PUB on
+    P+1). Racy by nature (another process may take it before the learner binds); the learner then
+    fails with 'address in use' (exit 2) and the caller may retry."""
+    for _ in range(attempts):
+        with socket.socket() as a:
+            a.bind((host, 0))
+            port = a.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket() as b:
+                try:
+                    b.bind((host, port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no free pair of consecutive ports on {host} after {attempts} tries")
+
+
+def default_actor_count(cpu_count: int | None, gpu: bool) -> int:
+    """Actors for this machine: one core each, leaving the learner one core with a GPU (it only
+    feeds the GPU) or half the cores without one (the SAC updates then run on the CPU)."""
+    cores = cpu_count or 1
+    return max(1, cores - 1 if gpu else cores // 2)
+
+
+def connect_address(bind: str) -> str:
+    """The HOST:PORT actors on this machine use to reach a learner bound at `bind`."""
+    host_port = bind.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if host in ("*", "0.0.0.0", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+class ProgressPrinter:
+    """Prints each new metrics.jsonl row as '[ 42.0%] 4.2k/10.0k env steps | <status> | eta'."""
+
+    def __init__(self, run_dir: str, budget: int, stream: TextIO | None = None) -> None:
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.budget = max(1, int(budget))
+        self.stream = stream or sys.stdout
+        # A resumed run appends: only rows written from now on are news.
+        self._offset = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        self.last_row: dict[str, Any] | None = None
+
+    def poll(self) -> None:
+        rows = self._new_rows()
+        if rows:
+            self.last_row = rows[-1]
+            self.stream.write(self.line(rows[-1]) + "\n")
+            self.stream.flush()
+
+    def _new_rows(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, encoding="utf-8") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind("\n") + 1  # a row still being written is read next time
+        self._offset += len(data[:end].encode("utf-8"))
+        rows = []
+        for line in data[:end].splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def line(self, row: dict) -> str:
+        env = int(row.get("env_steps") or 0)
+        frac = min(1.0, env / self.budget)
+        sps = row.get("sps") or 0.0
+        eta = "-" if sps <= 0 or env >= self.budget else _duration((self.budget - env) / sps)
+        return (f"[{100 * frac:5.1f}%] {_count(env)}/{_count(self.budget)} env steps | "
+                f"{status_line(row)} | updates {int(row.get('updates') or 0)} | eta {eta}")
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else f"{int(n)}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class LocalRun:
+    """One local run; `run()` blocks until it ends and returns the learner's exit code
+    (0 done, 2 could not start, 128 + signal when stopped, 1 failure)."""
+
+    def __init__(self, cfg: RunConfig, actors: int, resume: bool = False,
+                 progress: bool = True, poll_s: float = 0.2) -> None:
+        if actors < 1:
+            raise ValueError(f"--actors must be >= 1; got {actors}")
+        self.cfg = cfg
+        self.actors = actors
+        self.resume = resume
+        self.poll_s = poll_s
+        self.service = LearnerService(cfg, resume=resume, console=False)
+        self.supervisor = Supervisor(actors, cfg.env, connect_address(cfg.learner.bind),
+                                     seed=cfg.seed, stats_every_s=float("inf"))
+        self.progress = ProgressPrinter(cfg.run_dir, cfg.env_steps) if progress else None
+        self.actors_gave_up = False
+        self._done = threading.Event()
+
+    def run(self) -> int:
+        # Actors start first: their spawn + imports overlap the learner's set-up, and they send
+        # hello every second until the learner answers with its policy.
+        self.supervisor.start()
+        watcher = threading.Thread(target=self._watch, name="fpac-watch", daemon=True)
+        watcher.start()
+        code = 1
+        try:
+            code = self.service.run()
+        finally:
+            self._done.set()
+            watcher.join(timeout=5.0)
+            self._stop_actors(graceful=code == 0)
+            if self.progress is not None:
+                self.progress.poll()  # the learner's last row
+        return code
+
+    def _watch(self) -> None:
+        """Restart crashed actors, print progress, stop the learner if no actor is left."""
+        while not self._done.wait(self.poll_s):
+            self.supervisor.poll()
+            if self.progress is not None:
+                self.progress.poll()
+            if not any(s.state == "running" for s in self.supervisor.slots):
+                if not any(s.state == "done" for s in self.supervisor.slots):
+                    log.error("every actor was given up (see the errors above): stopping the "
+                              "learner, which writes a checkpoint")
+                    self.actors_gave_up = True
+                    self.service.request_stop(signal.SIGTERM)
+                return
+
+    def _stop_actors(self, graceful: bool) -> None:
+        """After `stop` (graceful) the actors exit 0 on their own; otherwise terminate them."""
+        if graceful:
+            deadline = time.monotonic() + STOP_GRACE_S
+            while time.monotonic() < deadline and any(
+                    s.process is not None and s.process.is_alive() for s in self.supervisor.slots):
+                time.sleep(0.1)
+        self.supervisor.shutdown()
+        log.info("actors stopped")

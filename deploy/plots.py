@@ -1,0 +1,65 @@
+"""Learning-curve plots from a run directory's metrics.jsonl: return vs env steps and vs wall-clock."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+
+
+def read_metrics(path: str) -> list[dict]:
+    """Rows of a metrics.jsonl; a torn last line (a run killed mid-write) is skipped."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _series(rows: Iterable[dict], x: str, y: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        if r.get(y) is not None and r.get(x) is not None:
+            xs.append(float(r[x]))
+            ys.append(float(r[y]))
+    return xs, ys
+
+
+def plot_learning_curve(run_dir: str, out_name: str = "learning_curve.png") -> str | None:
+    """Write <run_dir>/learning_curve.png (two panels); None when there is nothing to plot yet."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    rows = read_metrics(path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = rows[0].get("time", 0.0)
+    for r in rows:
+        r["minutes"] = (r.get("time", t0) - t0) / 60.0
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, x, label in ((axes[0], "env_steps", "environment steps"),
+                         (axes[1], "minutes", "wall-clock minutes")):
+        for y, style in (("train_return", "-"), ("eval_return", "o-")):
+            xs, ys = _series(rows, x, y)
+            if xs:
+                ax.plot(xs, ys, style, label=y.replace("_", " "), markersize=4)
+        ax.set_xlabel(label)
+        ax.set_ylabel("episode return")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(os.path.basename(os.path.abspath(run_dir)))
+    fig.tight_layout()
+    out = os.path.join(run_dir, out_name)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,109 @@
+"""deploy.plots (learning curve PNG) and deploy.feature_point_gif (episode GIF with points drawn)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from actors.envs.point_reach import BACKGROUND, DOT_COLOUR, TARGET_COLOUR
+from deploy.feature_point_gif import _PALETTE, draw_points, record_episode_gif
+from deploy.plots import plot_learning_curve, read_metrics
+from fpac_async.config import AgentConfig, EnvConfig, RunConfig, resolve
+from fpac_async.export import export_policy, script_to_bytes
+from fpac_async.sac import SAC
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_rows(path: str, rows: list[dict], torn_tail: str = "") -> None:
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+        f.write(torn_tail)
+
+
+def test_learning_curve_png_from_synthetic_metrics(tmp_path):
+    rows = [{"time": 1000.0 + 30 * i, "env_steps": 1000 * i, "train_return": -50.0 + 5 * i,
+             "eval_return": (-45.0 + 5 * i) if i % 2 else None} for i in range(8)]
+    write_rows(str(tmp_path / "metrics.jsonl"), rows, torn_tail='{"time": 12')  # killed mid-write
+    assert len(read_metrics(str(tmp_path / "metrics.jsonl"))) == 8  # the torn line is skipped
+    out = plot_learning_curve(str(tmp_path))
+    assert out == str(tmp_path / "learning_curve.png")
+    with open(out, "rb") as f:
+        assert f.read(8) == PNG_MAGIC
+    assert os.path.getsize(out) > 5000  # two panels with lines, not an empty canvas
+
+
+def test_learning_curve_nothing_to_plot(tmp_path):
+    assert plot_learning_curve(str(tmp_path)) is None  # no metrics.jsonl yet
+    write_rows(str(tmp_path / "metrics.jsonl"), [])
+    assert plot_learning_curve(str(tmp_path)) is None
+    assert not (tmp_path / "learning_curve.png").exists()
+
+
+def test_draw_points_hand_computed_pixels():
+    frame = np.zeros((8, 8, 3), np.uint8)
+    # (x, y) in [-1, 1]: x along W, y along H; corners map to the corner pixels.
+    points = np.array([[-1.0, -1.0, 0.3], [1.0, 1.0, 0.0], [1.0, -1.0, 0.0]], np.float32)
+    img = draw_points(frame, points, scale=2)
+    assert img.shape == (16, 16, 3)
+    assert (img[0, 0] == _PALETTE[0]).all() and (img[0, 2] == _PALETTE[0]).all()
+    assert (img[2, 0] == _PALETTE[0]).all()
+    assert (img[15, 15] == _PALETTE[1]).all() and (img[13, 15] == _PALETTE[1]).all()
+    assert (img[0, 15] == _PALETTE[2]).all()  # x = +1 -> last column, y = -1 -> first row
+    assert (img[3, 3] == 0).all()  # outside every cross: the (upscaled) frame is untouched
+    assert (frame == 0).all()  # the input frame is not modified
+
+
+@pytest.fixture(scope="module")
+def point_reach_policy(tmp_path_factory) -> tuple[str, EnvConfig, int]:
+    torch.manual_seed(0)
+    agent = AgentConfig(num_points=4, hidden_dim=32, conv_channels=8, batch_size=8)
+    cfg = resolve(RunConfig(agent=agent, env=EnvConfig(task="point_reach")))
+    size = cfg.env.image_size
+    sac = SAC(cfg.agent, (3 * agent.frame_stack, size, size), 2, "cpu")
+    path = str(tmp_path_factory.mktemp("policy") / "policy.pt")
+    with open(path, "wb") as f:
+        f.write(script_to_bytes(export_policy(sac)))
+    return path, cfg.env, agent.num_points
+
+
+def gif_frames(path: str) -> tuple[list[np.ndarray], int]:
+    """The distinct frames and the total duration (ms). Pillow merges a frame identical to the
+    previous one into it (adding the durations), so the episode's length is in the duration."""
+    from PIL import Image, ImageSequence
+
+    frames, total_ms = [], 0
+    with Image.open(path) as im:
+        for f in ImageSequence.Iterator(im):
+            frames.append(np.asarray(f.convert("RGB")))
+            total_ms += f.info["duration"]
+    return frames, total_ms
+
+
+def test_episode_gif_frames_and_points(point_reach_policy, tmp_path):
+    policy, env_cfg, k = point_reach_policy
+    out, ret = record_episode_gif(policy, env_cfg, str(tmp_path / "ep.gif"), seed=3)
+    assert out == str(tmp_path / "ep.gif")
+    frames, total_ms = gif_frames(out)
+    # point_reach: 50 agent steps per episode -> the reset frame + 50 frames, 50 ms each (20 fps).
+    assert total_ms == 50 * (env_cfg.episode_control_steps // env_cfg.action_repeat + 1)
+    assert 1 <= len(frames) <= 51
+    assert frames[0].shape == (4 * env_cfg.image_size, 4 * env_cfg.image_size, 3)
+    assert -100.0 < ret < 0.0  # reward = -distance (< 2 sqrt 2) per step over 50 steps
+    scene = {tuple(c) for c in (BACKGROUND, TARGET_COLOUR, DOT_COLOUR)}
+    drawn = [tuple(c) for c in _PALETTE[:k]]
+    assert not scene & set(drawn)
+    for f in frames:
+        colours = {tuple(c) for c in f.reshape(-1, 3)}
+        assert colours & set(drawn), "no feature point drawn on a frame"
+
+
+def test_episode_gif_max_frames(point_reach_policy, tmp_path):
+    policy, env_cfg, _ = point_reach_policy
+    out, _ = record_episode_gif(policy, env_cfg, str(tmp_path / "short.gif"), max_frames=7,
+                                fps=10)
+    assert gif_frames(out)[1] == 7 * 100

@@ -1,0 +1,87 @@
+"""`fpac-train` end to end on a real DeepMind Control task (cartpole_swingup, dm_control backend).
+
+Small settings (48x48 images, tiny networks, 2000 env steps = 250 agent steps at action repeat 8,
+2 actors): episodes complete, updates happen, the actors' policy version advances, the final
+evaluation runs, a checkpoint, policy.pt (which a fresh process loads with torch.jit.load alone and
+acts with) and the GIF are written, and --resume continues the counters.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from learner.checkpoint import load_checkpoint
+from test_train_e2e import eval_rows, rows, run_dir, train  # noqa: F401 (run_dir is a fixture)
+
+IMAGE = 48
+SMALL = ["--task", "cartpole_swingup", "--backend", "dmc", "--image-size", str(IMAGE),
+         "--render-quality", "fast", "--num-points", "8", "--hidden-dim", "32",
+         "--conv-channels", "8", "--batch-size", "16", "--initial-random-steps", "50",
+         "--weights-every", "20", "--eval-every-env-steps", "1000000", "--eval-episodes", "1",
+         "--log-every-s", "1", "--actors", "2"]
+BUDGET = 2000
+
+ACT_SNIPPET = """
+import sys, torch
+policy = torch.jit.load(sys.argv[1], map_location="cpu")
+obs = torch.zeros((2, 6, {size}, {size}), dtype=torch.uint8)
+action = policy(obs, True)
+assert action.shape == (2, 1) and bool((action.abs() <= 1).all()), action
+print("ACTS", tuple(action.shape))
+"""
+
+
+def rendering_works() -> bool:
+    from actors.envs.render_probe import RenderingError, probe_rendering
+
+    try:
+        probe_rendering("dmc", "cartpole_swingup", image_size=IMAGE, camera=0)
+    except RenderingError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_rendering():
+    if not rendering_works():
+        pytest.skip("this machine cannot render MuJoCo (see fpac-actors' probe for the fix)")
+
+
+def test_train_cartpole_swingup_then_resume(run_dir):  # noqa: F811
+    first = train([*SMALL, "--env-steps", str(BUDGET), "--run-dir", run_dir], timeout_s=180)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    if not torch.cuda.is_available():
+        assert first.stderr.count("NOTE: no GPU found") == 1  # one clear note, and it still ran
+    last = rows(run_dir)[-1]
+    assert last["env_steps"] >= BUDGET and last["episodes"] >= 1
+    assert last["train_return"] is not None  # complete episodes reached the learner
+    assert last["updates"] > 0 and last["policy_version"] > 1
+    versions = [r["actor_version"] for r in rows(run_dir) if r.get("actor_version") is not None]
+    assert versions and max(versions) > 1  # the actors act with newer weights than the first
+    assert eval_rows(run_dir), "the final evaluation did not come back"
+    for name in ("policy.pt", "learning_curve.png", "feature_points.gif", "config.json"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    stopped = load_checkpoint(run_dir)["counters"]
+    assert stopped["updates"] == last["updates"]
+
+    # policy.pt needs nothing but torch: a fresh interpreter outside the repository acts with it.
+    acts = subprocess.run([sys.executable, "-c", ACT_SNIPPET.format(size=IMAGE),
+                           os.path.join(run_dir, "policy.pt")], cwd="/", capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert acts.returncode == 0 and "ACTS (2, 1)" in acts.stdout, acts.stderr[-2000:]
+
+    # 150 more agent steps on ONE actor: longer than an episode (125 agent steps), so at least one
+    # more episode completes.
+    more = BUDGET + 150 * 8
+    resumed = train(["--resume", run_dir, "--env-steps", str(more), "--actors", "1", "--no-gif"],
+                    timeout_s=120)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    final = load_checkpoint(run_dir)["counters"]
+    assert final["env_steps"] >= more
+    assert final["updates"] > stopped["updates"]
+    assert final["policy_version"] > stopped["policy_version"]
+    assert final["episodes"] > stopped["episodes"]
