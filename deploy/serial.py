@@ -37,7 +37,7 @@ from actors.envs import FIRST, make_vec_env
 from actors.evaluator import Evaluator
 from actors.policy import ActorPolicy
 from fpac_async.cli_args import add_config_args, config_from_args
-from fpac_async.config import AgentConfig, ReplayConfig, RunConfig, resolve
+from fpac_async.config import EnvConfig, RunConfig, resolve, with_task_defaults
 from fpac_async.export import export_policy, script_to_bytes
 from fpac_async.sac import SAC
 from learner.broadcaster import policy_weights
@@ -49,14 +49,12 @@ EVAL_SEED_OFFSET = 500  # as the actors: eval envs use seed + 500 (+ env index)
 
 def tiny_config(seed: int = 0) -> RunConfig:
     """Settings that learn point_reach in a few thousand agent steps on 2 CPU cores
-    (measured: bench/results/tiny_learning.jsonl). Used by the CI learning tests."""
-    agent = AgentConfig(num_points=16, hidden_dim=256, conv_channels=16, batch_size=64, lr=1e-3)
-    replay = ReplayConfig(initial_random_steps=500, replay_ratio=1.0, capacity=20_000)
-    cfg = RunConfig(agent=agent, replay=replay, seed=seed)
-    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, task="point_reach"),
-                              learner=dataclasses.replace(cfg.learner, gpus=0, weights_every=100,
-                                                          eval_every_env_steps=1000,
-                                                          eval_episodes=10))
+    (measured: bench/results/tiny_learning.jsonl): the task's TASK_DEFAULTS. Used by the CI
+    learning tests."""
+    cfg = with_task_defaults(RunConfig(env=EnvConfig(task="point_reach"), seed=seed))
+    cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, gpus=0,
+                                                                weights_every=100,
+                                                                eval_episodes=10))
     return resolve(cfg)
 
 

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 from fpac_async.cli_args import add_config_args, config_from_args
-from fpac_async.config import ConfigError, RunConfig, load_config, resolve
+from fpac_async.config import ConfigError, RunConfig, load_config, resolve, with_task_defaults
 
 log = logging.getLogger("fpac-train")
 
@@ -77,11 +77,10 @@ def _suppressed(action: argparse.Action) -> argparse.Action:
 def make_config(args: argparse.Namespace, argv: Sequence[str],
                 parser: argparse.ArgumentParser) -> RunConfig:
     """The run's config: fresh from the flags, or RUN_DIR/config.json plus the flags given."""
+    given = explicit_dests(parser, argv)
+    explicit = argparse.Namespace(**{k: v for k, v in vars(args).items() if k in given})
     if args.resume:
-        base = load_config(os.path.join(args.resume, "config.json"))
-        given = explicit_dests(parser, argv)
-        changes = argparse.Namespace(**{k: v for k, v in vars(args).items() if k in given})
-        cfg = config_from_args(changes, base=base)
+        cfg = config_from_args(explicit, base=load_config(os.path.join(args.resume, "config.json")))
         cfg = dataclasses.replace(cfg, run_dir=args.resume)
         learner = cfg.learner
         if "learner.bind" not in given:  # the old port may be taken by now
@@ -90,7 +89,8 @@ def make_config(args: argparse.Namespace, argv: Sequence[str],
             learner = dataclasses.replace(learner, gpus=1 if torch.cuda.is_available() else 0)
         cfg = dataclasses.replace(cfg, learner=learner)
     else:
-        cfg = config_from_args(args)
+        # The task's defaults (TASK_DEFAULTS: a small agent for the tiny task), under the flags given.
+        cfg = config_from_args(explicit, base=with_task_defaults(config_from_args(args)))
     if not cfg.run_dir:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%SZ")
         cfg = dataclasses.replace(cfg, run_dir=os.path.join("runs", f"{cfg.env.task}-{stamp}"))

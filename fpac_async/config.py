@@ -194,6 +194,24 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in [
 ]}
 
 
+# Defaults that differ from Table I for the tiny task: a small agent that learns point_reach in a
+# few thousand steps on 2 CPU cores (measured: bench/results/tiny_learning.jsonl). Flags override.
+TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "point_reach": {
+        "agent": {"num_points": 16, "hidden_dim": 256, "conv_channels": 16, "batch_size": 64},
+        "replay": {"initial_random_steps": 500, "capacity": 20_000},
+        "learner": {"eval_every_env_steps": 1000},
+    },
+}
+
+
+def with_task_defaults(cfg: RunConfig) -> RunConfig:
+    """cfg with its task's TASK_DEFAULTS applied (sections not listed keep their values)."""
+    changes = {section: dataclasses.replace(getattr(cfg, section), **fields)
+               for section, fields in TASK_DEFAULTS.get(cfg.env.task, {}).items()}
+    return dataclasses.replace(cfg, **changes)
+
+
 def task_spec(name: str) -> TaskSpec:
     """The preset of a task, or a ConfigError listing the known names."""
     try:

@@ -93,3 +93,11 @@ def test_flags_build_config():
     assert cfg.agent.velocity is False and cfg.agent.lr_initial == 3e-4
     assert cfg.replay.replay_ratio == 0.5 and cfg.seed == 3
     assert "--num-points" in parser.format_help() and "feature points" in parser.format_help()
+
+
+def test_task_defaults_give_the_tiny_task_a_small_agent():
+    tiny = C.with_task_defaults(C.RunConfig(env=C.EnvConfig(task="point_reach")))
+    assert (tiny.agent.num_points, tiny.agent.hidden_dim, tiny.agent.batch_size) == (16, 256, 64)
+    assert tiny.replay.initial_random_steps == 500 and tiny.agent.lr == 1e-3
+    dmc = C.RunConfig(env=C.EnvConfig(task="walker_walk"))
+    assert C.with_task_defaults(dmc) == dmc  # Table I everywhere else

@@ -210,3 +210,13 @@ def test_progress_line_shows_budget_fraction_and_eta(tmp_path):
     line = printer.line({"env_steps": 2500, "sps": 100.0, "updates": 7, "train_return": -3.0})
     assert line.startswith("[ 25.0%] 2.5k/10.0k env steps | env 2.5k | ret -3.0")
     assert "updates 7" in line and line.endswith("eta 1m15s")  # 7500 steps at 100/s
+
+
+def test_tiny_task_defaults_apply_under_explicit_flags():
+    from deploy.train_cli import build_parser, make_config
+    parser = build_parser()
+    for argv, points in ((["--task", "point_reach"], 16), (["--task", "point_reach", "--num-points", "8"], 8),
+                         (["--task", "cartpole_swingup"], 32)):
+        cfg = make_config(parser.parse_args(argv), argv, parser)
+        assert cfg.agent.num_points == points
+    assert cfg.agent.hidden_dim == 1024 and cfg.replay.initial_random_steps == 1000
