@@ -22,7 +22,7 @@ import os
 import random
 import re
 import tempfile
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 import torch
@@ -129,12 +129,14 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through `write(f)` into a temp file beside it, fsync, then rename over path:
+    a reader (or a crash) never sees half a file."""
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -164,24 +166,16 @@ def save_checkpoint(run_dir: str, state: Dict[str, Any], keep: int = 2) -> str:
     path = os.path.join(directory, name)
     payload = _to_safe({**state, "format_version": FORMAT_VERSION})
 
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + name + ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"\0" * HEADER_BYTES)  # placeholder until the payload's hash is known
-            writer = _HashingWriter(f)
-            torch.save(payload, writer)
-            f.flush()
-            f.seek(0)
-            f.write(_header(writer.sha.hexdigest(), writer.n))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-    _atomic_write(os.path.join(directory, "latest"), (name + "\n").encode())
+    def write_payload(f: BinaryIO) -> None:
+        f.write(b"\0" * HEADER_BYTES)  # placeholder until the payload's hash is known
+        writer = _HashingWriter(f)
+        torch.save(payload, writer)
+        f.flush()
+        f.seek(0)
+        f.write(_header(writer.sha.hexdigest(), writer.n))
+
+    _atomic_write(path, write_payload)
+    _atomic_write(os.path.join(directory, "latest"), lambda f: f.write((name + "\n").encode()))
     _prune(directory, keep, protect={name, previous})
     return path
 
