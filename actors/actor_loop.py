@@ -9,12 +9,20 @@ policy, `random=True` during its initial random phase); then loop
 Weights never block acting: they are applied between steps when they have arrived. ZeroMQ
 reconnects by itself when the learner restarts; after a long silence on SUB the actor re-sends
 hello so a restarted learner re-publishes its policy.
+
+Overlap (by default for >= 2 dmc envs): the envs are split into two lanes (two VecEnvs,
+each with its own ActorPolicy view of the same module) and a worker thread runs one lane's policy
+while the main thread renders the other lane. MuJoCo rendering and torch ops release the GIL, so
+the policy's cost hides behind rendering (bench/bench_actor.py measures it). Env ids and seeds are
+those of one VecEnv of all the envs (env i: seed + i), every step still sends one record per env,
+and stats' policy_s is then the policy time the main thread waits for (not hidden by rendering).
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -22,10 +30,11 @@ import torch
 import zmq
 
 from actors.envs import make_vec_env
-from actors.envs.base import ENDED, FIRST, VecEnv
+from actors.envs.base import FIRST, VecEnv
 from actors.evaluator import Evaluator
 from actors.policy import ActorPolicy
 from actors.sender import StreamSender
+from actors.stepping import Meter, OverlappedStepper, SequentialStepper
 from fpac_async import protocol as P
 from fpac_async.config import EnvConfig
 from fpac_async.transport import (RejectCounter, actor_endpoints, push_socket, recv_message,
@@ -35,6 +44,7 @@ log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 500  # eval envs: seed + 500 (+ env index), away from the training envs' seeds
 MAX_EPISODES_PER_STATS = 1000  # the protocol's cap on meta.episodes
+LANE_B_SEED_OFFSET = 250  # lane B's random-phase action generator: seed + 250 (lane A: seed)
 
 
 class ActorLoop:
@@ -46,7 +56,19 @@ class ActorLoop:
                  hello_every_s: float = 1.0, silence_hello_s: float = 30.0,
                  frame_stack: int = 2, eval_max_parallel: int = 10, probe_renderer: bool = True,
                  on_stats: Callable[[dict], None] | None = None,
-                 make_env: Callable[[EnvConfig, int, int], VecEnv] = make_vec_env) -> None:
+                 make_env: Callable[[EnvConfig, int, int], VecEnv] = make_vec_env,
+                 overlap: bool | None = None) -> None:
+        """overlap: run one lane's policy in a worker thread while the other lane renders;
+        None means on where it pays (bench/bench_actor.py): >= 2 envs on the dmc backend, which
+        renders its envs one after the other. Off for envpool, whose one VecEnv renders its
+        envs in parallel already (two lanes lose that), and for numpy, whose renders take
+        microseconds: nothing to hide the policy behind, and two half-size calls cost more."""
+        if overlap and env_cfg.envs_per_actor < 2:
+            raise ValueError("overlap needs envs_per_actor >= 2 (one lane renders while the "
+                             f"other acts); got {env_cfg.envs_per_actor}")
+        if overlap is None:
+            overlap = env_cfg.envs_per_actor >= 2 and env_cfg.backend == "dmc"
+        self.overlap = overlap
         self.actor_id = actor_id
         self.env_cfg = env_cfg
         self.endpoints = actor_endpoints(endpoint)  # ValueError for a malformed HOST:PORT
@@ -73,20 +95,37 @@ class ActorLoop:
         # SUB first: a policy published in answer to our first hello must find us subscribed.
         self.sub = sub_socket(ctx, self.endpoints.pub)
         self.push = push_socket(ctx, self.endpoints.data)
-        env = self._make_env(self.env_cfg, self.seed, self.env_cfg.envs_per_actor)
         self.evaluator = Evaluator(lambda n: self._make_env(self.env_cfg,
                                                             self.seed + EVAL_SEED_OFFSET, n),
                                    seed=self.seed + EVAL_SEED_OFFSET,
                                    max_parallel=self.eval_max_parallel)
+        envs: list[VecEnv] = []
         try:
+            n = self.env_cfg.envs_per_actor
+            # Lanes: envs 0..a-1 and a..n-1 of what one VecEnv of n envs would be (env i: seed+i).
+            sizes = [(n + 1) // 2, n // 2] if self.overlap else [n]
+            for k, size in enumerate(sizes):
+                envs.append(self._make_env(self.env_cfg, self.seed + sum(sizes[:k]), size))
+            env = envs[0]
             torch.set_num_threads(1)  # one core per actor process: processes scale, threads do not
             self.policy = ActorPolicy(env.num_envs, env.action_dim, self.seed, self.frame_stack)
+            self._policies = [self.policy]  # every lane's view; weights go to all of them
             if not self._wait_for_policy(env, should_stop):
                 return "stop" if self._stop else "interrupted"
-            return self._loop(env, max_agent_steps, should_stop)
+            for lane_env in envs[1:]:  # shares the module and weights, has its own caches
+                self._policies.append(self.policy.fork(lane_env.num_envs,
+                                                       self.seed + LANE_B_SEED_OFFSET))
+            if len(envs) == 1:
+                return self._loop(SequentialStepper(env, self.policy), max_agent_steps,
+                                  should_stop)
+            # Leaving the `with` waits for the worker, so envs close only after its last call.
+            with ThreadPoolExecutor(1, thread_name_prefix=f"actor{self.actor_id}-policy") as pool:
+                return self._loop(OverlappedStepper(envs, self._policies, pool),
+                                  max_agent_steps, should_stop)
         finally:
             self.evaluator.close()
-            env.close()
+            for lane_env in envs:
+                lane_env.close()
             self.sub.close(linger=0)
             self.push.close(linger=1000)  # let queued chunks reach the learner
             ctx.term()
@@ -127,14 +166,15 @@ class ActorLoop:
         except zmq.Again:
             pass
 
-    def _loop(self, env: VecEnv, max_agent_steps: int | None,
-              should_stop: Callable[[], bool]) -> str:
-        n = env.num_envs
+    def _loop(self, stepper: SequentialStepper | OverlappedStepper,
+              max_agent_steps: int | None, should_stop: Callable[[], bool]) -> str:
+        env = stepper.envs[0]
+        n = stepper.num_envs
         policy = self.policy
         sender = StreamSender(self._send, self.actor_id, n, env.obs_shape, env.action_dim,
                               env.state_dim, self.steps_per_message)
-        meter = _Meter(n)
-        batch = env.reset()
+        meter = Meter(n)
+        batch = stepper.reset()
         no_action = np.zeros((n, env.action_dim), np.float32)
         sender.add(batch.frames, no_action, batch.reward, batch.flags, policy.version, batch.cam,
                    batch.state, policy.version)
@@ -144,22 +184,16 @@ class ActorLoop:
         last_stats = time.monotonic()
         reason = "interrupted"
         while True:
-            t0 = time.perf_counter()
-            actions = policy.act(batch.frames, batch.flags, batch.cam, batch.state)
-            version = policy.version
-            t1 = time.perf_counter()
-            batch = env.step(actions)
+            batch, actions, versions = stepper.step(meter)
             t2 = time.perf_counter()
             recorded = np.where(((batch.flags & FIRST) != 0)[:, None], no_action, actions)
-            sender.add(batch.frames, recorded, batch.reward, batch.flags, version, batch.cam,
+            sender.add(batch.frames, recorded, batch.reward, batch.flags, versions, batch.cam,
                        batch.state, policy.version)
-            t3 = time.perf_counter()
+            meter.send_s += time.perf_counter() - t2
             agent_steps += int(np.count_nonzero((batch.flags & FIRST) == 0))
             meter.record(batch.reward, batch.flags)
-            meter.policy_s += t1 - t0
-            meter.render_s += t2 - t1
-            meter.send_s += t3 - t2
-            self._receive(timeout_ms=0)
+            stepper.settle(meter)  # the worker is idle from here: weights and eval may touch
+            self._receive(timeout_ms=0)  # the module
             now = time.monotonic()
             if now - last_stats >= self.stats_every_s:
                 self._send_stats(meter, sender, env, now - last_stats)
@@ -198,17 +232,23 @@ class ActorLoop:
             self._handle(msg)
 
     def _handle(self, msg: P.Message) -> None:
+        # Called between steps only (the overlap worker is idle): every lane's policy view gets
+        # the update (lanes share one module, so the weights are the same; versions and caches
+        # are per view). A lane loading a NEW script compiles its own copy: rare (a restarted
+        # learner with another module), and correct.
         if msg.kind == P.POLICY:
             if (not self.policy.ready or msg.version != self.policy.version
                     or msg.meta["random"] != self.policy.random):
-                self.policy.load_policy(msg.arrays["script"], msg.arrays["weights"],
-                                        msg.meta["layout"], msg.version, msg.meta["random"])
+                for policy in self._policies:
+                    policy.load_policy(msg.arrays["script"], msg.arrays["weights"],
+                                       msg.meta["layout"], msg.version, msg.meta["random"])
         elif msg.kind == P.WEIGHTS:
             if self.policy.ready and msg.version != self.policy.version:
                 # Weights come only after the random phase: acting switches to the policy.
                 try:
-                    self.policy.apply_weights(msg.version, msg.arrays["weights"],
-                                              msg.meta["layout"], random=False)
+                    for policy in self._policies:
+                        policy.apply_weights(msg.version, msg.arrays["weights"],
+                                             msg.meta["layout"], random=False)
                 except ValueError as e:  # another module (a learner restarted with a new config)
                     log.warning("actor %d: weights do not fit the held policy (%s); asking for "
                                 "the policy", self.actor_id, e)
@@ -230,7 +270,7 @@ class ActorLoop:
                                          self.policy.version))
         self._out_seq += 1
 
-    def _send_stats(self, meter: _Meter, sender: StreamSender, env: VecEnv, wall_s: float) -> None:
+    def _send_stats(self, meter: Meter, sender: StreamSender, env: VecEnv, wall_s: float) -> None:
         perf = meter.perf(sender, env.action_repeat, wall_s, self.policy.version)
         episodes = meter.episodes[:MAX_EPISODES_PER_STATS]
         self._send(P.stats_message(self.actor_id, self._out_seq, episodes, perf,
@@ -240,55 +280,3 @@ class ActorLoop:
             self.on_stats({"perf": perf, "episodes": episodes, "agent_steps": meter.total_steps,
                            "episodes_total": meter.total_episodes})
         meter.reset_interval(sender)
-
-
-class _Meter:
-    """Per-interval counters for `stats`: finished episodes and where the time went."""
-
-    def __init__(self, num_envs: int) -> None:
-        self.ret = np.zeros(num_envs, np.float64)
-        self.length = np.zeros(num_envs, np.int64)
-        self.episodes: list[dict] = []
-        self.total_steps = 0
-        self.total_episodes = 0
-        self.steps = 0
-        self.policy_s = self.render_s = self.send_s = 0.0
-        self._send_s0 = 0.0
-        self._records0 = 0
-        self._lag0 = 0
-
-    def record(self, reward: np.ndarray, flags: np.ndarray) -> None:
-        first = (flags & FIRST) != 0
-        self.ret[first] = 0.0
-        self.length[first] = 0
-        live = ~first
-        self.ret[live] += reward[live]
-        self.length[live] += 1
-        n_live = int(np.count_nonzero(live))
-        self.steps += n_live
-        self.total_steps += n_live
-        for e in np.flatnonzero(live & ((flags & ENDED) != 0)):
-            self.episodes.append({"return": float(self.ret[e]), "length": int(self.length[e]),
-                                  "env": int(e)})
-            self.total_episodes += 1
-
-    def perf(self, sender: StreamSender, action_repeat: int, wall_s: float,
-             version: int) -> dict[str, float]:
-        wall = max(wall_s, 1e-9)
-        records = sender.records_sent - self._records0
-        lag = (sender.lag_sum - self._lag0) / records if records else 0.0
-        return {"env_sps": self.steps * action_repeat / wall, "agent_sps": self.steps / wall,
-                "wall_s": wall_s, "render_s": self.render_s, "policy_s": self.policy_s,
-                "send_s": self.send_s, "render_frac": self.render_s / wall,
-                "policy_frac": self.policy_s / wall, "send_frac": self.send_s / wall,
-                "send_blocked_s": sender.send_seconds - self._send_s0, "policy_lag": lag,
-                "version": float(version)}
-
-    def reset_interval(self, sender: StreamSender) -> None:
-        self.episodes = []
-        self.steps = 0
-        self.policy_s = self.render_s = self.send_s = 0.0
-        self._send_s0 = sender.send_seconds
-        self._records0 = sender.records_sent
-        self._lag0 = sender.lag_sum
-

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from fpac_async.batch import Batch
-from learner.replay_index import FIRST, TERMINAL, TRUNCATED, ReplayIndex
+from fpac_async.protocol import FIRST, TERMINAL, TRUNCATED
+from learner.replay_index import ReplayIndex
 
 _REJECTION_ROUNDS = 4
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpac_async.protocol import FIRST, TERMINAL, TRUNCATED  # noqa: F401  (record flags)
-
 
 class _Stream:
     """Where one (actor, env) stream stands: next expected step and its segment's last S records."""

@@ -154,3 +154,105 @@ def test_stop_from_the_learner_ends_the_loop():
     loop._handle(P.Message(kind="stop"))
     learner.close()
     assert loop._stop
+
+
+# ---------------------------------------------------------------- overlapped lanes (ActorLoop)
+def _streams(learner: FakeLearner, actor: int) -> dict[int, dict[str, np.ndarray]]:
+    """Each env's records, after checking its chunks are in order and contiguous."""
+    records = {}
+    for env, msgs in learner.records(actor).items():
+        assert [m.seq for m in msgs] == list(range(len(msgs)))
+        sizes = [len(m.arrays["flags"]) for m in msgs]
+        assert [m.meta["step0"] for m in msgs] == list(np.cumsum([0] + sizes[:-1]))
+        records[env] = {k: np.concatenate([m.arrays[k] for m in msgs]) for k in msgs[0].arrays}
+    return records
+
+
+def _assert_replays(env_cfg, seed: int, records: dict[int, dict[str, np.ndarray]]) -> None:
+    """One VecEnv of all the envs (env i: seed + i) stepped with the recorded actions rebuilds
+    every recorded frame, flag and reward: the lanes kept the ids and seeds of that VecEnv."""
+    n = env_cfg.envs_per_actor
+    length = len(records[0]["flags"])
+    replay = make_vec_env(env_cfg, seed=seed, num_envs=n)
+    batch = replay.reset()
+    for j in range(length):
+        if j:
+            batch = replay.step(np.stack([records[e]["action"][j] for e in range(n)]))
+        for e in range(n):
+            np.testing.assert_array_equal(batch.frames[e], records[e]["obs"][j])
+            assert batch.flags[e] == records[e]["flags"][j]
+            assert batch.reward[e] == records[e]["reward"][j]
+    replay.close()
+
+
+def test_overlapped_lanes_stream_every_env_in_order_replay_exactly_and_take_weights():
+    learner = FakeLearner(random=True)
+    try:
+        thread, result = _run_actor(learner, steps=260, overlap=True)  # 2 lanes of 1 env
+        learner.pump(lambda f: sum(len(m.arrays["flags"]) for m in f.messages[P.STEPS]) >= 40)
+        learner.publish_weights(1, scale=0.0)  # zero weights: |action| = |tanh(0.018 eps)| < 0.1
+        learner.publish(P.eval_message(learner.seq, 1, eval_id=4, episodes=2, target_actor=5))
+        learner.pump(lambda f: not thread.is_alive() and len(f.messages[P.EVAL_RESULT]) >= 1)
+        thread.join(10)
+        learner.drain()
+    finally:
+        learner.close()
+    assert result["reason"] == "steps" and result["loop"].overlap
+    [answer] = learner.messages[P.EVAL_RESULT]
+    assert answer.meta["eval_id"] == 4 and answer.meta["lengths"] == [50, 50]
+    records = _streams(learner, 5)
+    assert sorted(records) == [0, 1]
+    for e in (0, 1):
+        r = records[e]
+        assert r["flags"].shape == (133,)  # 130 agent steps + 3 FIRST, nothing lost
+        assert list(np.flatnonzero(r["flags"] & P.FIRST)) == [0, 51, 102]
+        # Both lanes switch to version 1 and leave the random phase: every action chosen by the
+        # zero weights is tiny, while the uniform random phase had large ones.
+        v = r["version"]
+        assert np.all(np.diff(v) >= 0) and v[0] == 0 and v[-1] == 1
+        acting = (r["flags"] & P.FIRST) == 0
+        assert np.abs(r["action"][acting & (v == 1)]).max() < 0.1
+        assert np.abs(r["action"][acting & (v == 0)]).max() > 0.5
+    _assert_replays(ENV, 11, records)
+    # Stats count the episodes of both lanes under their env ids.
+    episodes = [e for m in learner.messages[P.STATS] for e in m.meta.get("episodes", [])]
+    assert sorted(e["env"] for e in episodes) == [0, 0, 1, 1]
+
+
+def test_three_envs_split_into_uneven_lanes_keep_ids_and_seeds():
+    env3 = resolve(RunConfig(env=EnvConfig(task="point_reach", envs_per_actor=3))).env
+    learner = FakeLearner(random=False)
+    try:
+        loop = ActorLoop(2, env3, learner.endpoint, seed=40, steps_per_message=8,
+                         stats_every_s=0.5, overlap=True)
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.update(reason=loop.run(
+            max_agent_steps=3 * 60)), daemon=True)
+        thread.start()
+        learner.pump(lambda f: not thread.is_alive())
+        thread.join(10)
+        learner.drain()
+    finally:
+        learner.close()
+    assert result["reason"] == "steps"
+    records = _streams(learner, 2)
+    assert sorted(records) == [0, 1, 2]
+    assert all(r["flags"].shape == (62,) for r in records.values())  # 60 steps + 2 FIRST
+    _assert_replays(env3, 40, records)
+
+
+def test_overlap_needs_two_envs_and_is_on_by_default_only_for_dmc():
+    learner = FakeLearner()
+    try:
+        one = resolve(RunConfig(env=EnvConfig(task="point_reach", envs_per_actor=1))).env
+        with pytest.raises(ValueError, match="envs_per_actor >= 2"):
+            ActorLoop(0, one, learner.endpoint, seed=0, overlap=True)
+        assert not ActorLoop(0, ENV, learner.endpoint, seed=0).overlap  # numpy: nothing to hide
+        dmc2 = resolve(RunConfig(env=EnvConfig(task="cartpole_swingup", envs_per_actor=2))).env
+        assert ActorLoop(0, dmc2, learner.endpoint, seed=0).overlap
+        assert not ActorLoop(0, dmc2, learner.endpoint, seed=0, overlap=False).overlap
+        envpool2 = resolve(RunConfig(env=EnvConfig(task="cartpole_swingup", backend="envpool",
+                                                   envs_per_actor=2))).env
+        assert not ActorLoop(0, envpool2, learner.endpoint, seed=0).overlap
+    finally:
+        learner.close()
