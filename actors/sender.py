@@ -6,11 +6,17 @@ rebuilds stacks at sample time. A chunk of `steps_per_message` records goes out 
 message with seq = chunk count and meta.step0 = index of its first record in the stream.
 
 Sends block: the PUSH socket has a small SNDHWM, so a learner that stops reading (its replay
-ratio says so, or it is slow) stalls the actor instead of growing memory anywhere. Chunk arrays
-are fresh for every message because zero-copy sends read them later from ZeroMQ's IO thread.
+ratio says so, or it is slow) stalls the actor instead of growing memory anywhere.
+
+Chunk buffers are pooled. A zero-copy send keeps a reference to the chunk's arrays until libzmq
+has written them out, so a chunk is reused only once nothing but the pool refers to any of its
+arrays (reference counts back to their idle value); otherwise a new one is allocated. A fresh
+~340 KB chunk per message meant ~80 page faults per message; reusing warm memory (and writing
+records through views made once per chunk) cut the sender's CPU per message (bench/bench_transport.py).
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable
 
@@ -34,13 +40,41 @@ class _Chunk:
         self.reward = np.empty((n, capacity), np.float32)
         self.flags = np.empty((n, capacity), np.uint8)
         self.version = np.empty((n, capacity), np.int32)
-        self.cam = np.zeros((n, capacity, 2), np.float32)
+        self.cam = np.empty((n, capacity, 2), np.float32)
         self.state = np.empty((n, capacity, state_dim), np.float32) if state_dim else None
+        self.nbytes = sum(a.nbytes for a in self._arrays())
+        # Record i's [N, ...] view of every field, made once: `view[...] = x` costs about half of
+        # `array[:, i] = x`, and a pooled chunk is filled many times.
+        self.rows = [(self.obs[:, i], self.action[:, i], self.reward[:, i], self.flags[:, i],
+                      self.version[:, i], self.cam[:, i],
+                      None if self.state is None else self.state[:, i]) for i in range(capacity)]
         self.size = 0
+        self._idle_refs = self._refcounts()  # only the chunk's own views refer to the arrays
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        arrays = (self.obs, self.action, self.reward, self.flags, self.version, self.cam)
+        return arrays if self.state is None else (*arrays, self.state)
+
+    def _refcounts(self) -> list[int]:
+        # Every view of an array (a message's slices, the memoryviews ZeroMQ holds for a
+        # zero-copy frame until libzmq frees it) keeps a reference to the array itself (numpy
+        # collapses view bases), so an in-flight frame always shows up here. Counted the same way
+        # as at construction, so the temporaries are the same.
+        return [sys.getrefcount(a) for a in self._arrays()]
+
+    def is_free(self) -> bool:
+        """True when nothing outside the chunk refers to its arrays (safe to overwrite)."""
+        return self._refcounts() == self._idle_refs
 
 
 class StreamSender:
     """Buffers the records of N env streams and sends them as `steps` chunks through `send`."""
+
+    # Sent chunks kept for reuse. In flight at once: the SNDHWM queue, what the IO thread is
+    # writing and what pyzmq's garbage-collector thread has not yet released (it needs the GIL):
+    # a few messages. Beyond the pool a chunk is allocated fresh, so nothing ever waits on it.
+    POOL_CHUNKS = 8
+    POOL_BYTES = 64 * 2**20  # fewer pooled chunks when chunks are big (many envs, large images)
 
     def __init__(self, send: SendFn, actor_id: int, num_envs: int, obs_shape: tuple[int, int, int],
                  action_dim: int, state_dim: int = 0, steps_per_message: int = 16) -> None:
@@ -53,46 +87,65 @@ class StreamSender:
         self.action_dim = action_dim
         self.state_dim = state_dim
         self.steps_per_message = steps_per_message
+        self._frames_shape = (num_envs, *self.obs_shape)
+        self._actions_shape = (num_envs, action_dim)
+        self._state_shape = (num_envs, state_dim)
+        self._env_shape = (num_envs,)
         self.seq = [0] * num_envs  # chunks sent per stream
         self.step0 = [0] * num_envs  # stream index of the buffered chunk's first record
-        self._chunk = self._new_chunk()
+        self._pool: list[_Chunk] = []  # chunks sent before, reused once ZeroMQ released them
+        self.chunks_allocated = 0
+        self._chunk = self._take_chunk()
         self.send_seconds = 0.0  # time blocked in send (backpressure shows up here)
         self.records_sent = 0
         self.messages_sent = 0
         self.lag_sum = 0  # sum over sent records of (current version - record version)
 
-    def _new_chunk(self) -> _Chunk:
-        return _Chunk(self.num_envs, self.steps_per_message, self.obs_shape, self.action_dim,
-                      self.state_dim)
+    def _take_chunk(self) -> _Chunk:
+        """The first free pooled chunk (the most recently used memory is the warmest), else a
+        new one, pooled while the pool has room."""
+        for chunk in self._pool:
+            if chunk.is_free():
+                chunk.size = 0
+                return chunk
+        chunk = _Chunk(self.num_envs, self.steps_per_message, self.obs_shape, self.action_dim,
+                       self.state_dim)
+        self.chunks_allocated += 1
+        room = max(2, min(self.POOL_CHUNKS, self.POOL_BYTES // chunk.nbytes))
+        if len(self._pool) < room:
+            self._pool.append(chunk)
+        return chunk
 
     def add(self, frames: np.ndarray, actions: np.ndarray, reward: np.ndarray, flags: np.ndarray,
             version: int | np.ndarray, cam: np.ndarray | None = None,
             state: np.ndarray | None = None, current_version: int | None = None) -> None:
         """Append one record to every env's stream; full chunks are sent (blocking)."""
-        n = self.num_envs
-        if frames.shape != (n, *self.obs_shape) or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 {(n, *self.obs_shape)}; got {frames.dtype} "
+        if frames.shape != self._frames_shape or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 {self._frames_shape}; got {frames.dtype} "
                              f"{frames.shape}")
-        if actions.shape != (n, self.action_dim):
-            raise ValueError(f"actions must be {(n, self.action_dim)}; got {actions.shape}")
-        if reward.shape != (n,) or flags.shape != (n,):
-            raise ValueError(f"reward and flags must be [{n}]; got {reward.shape}, {flags.shape}")
-        if self.state_dim and (state is None or state.shape != (n, self.state_dim)):
-            raise ValueError(f"state must be [{n}, {self.state_dim}]")
+        if actions.shape != self._actions_shape:
+            raise ValueError(f"actions must be {self._actions_shape}; got {actions.shape}")
+        if reward.shape != self._env_shape or flags.shape != self._env_shape:
+            raise ValueError(f"reward and flags must be [{self.num_envs}]; got {reward.shape}, "
+                             f"{flags.shape}")
+        if self.state_dim and (state is None or state.shape != self._state_shape):
+            raise ValueError(f"state must be {self._state_shape}")
         c = self._chunk
-        i = c.size
-        # One write per field for all envs (the hot path: ~10 us per record, measured in
-        # bench/bench_transport.py).
-        c.obs[:, i] = frames
-        c.action[:, i] = actions
-        c.reward[:, i] = reward
-        c.flags[:, i] = flags
-        c.version[:, i] = version
-        if cam is not None:
-            c.cam[:, i] = cam
-        if c.state is not None:
-            c.state[:, i] = state
-        c.size = i + 1
+        # One write per field for all envs, through record views made once per chunk (the hot
+        # path: bench/bench_transport.py).
+        obs, action, rew, flg, ver, cm, st = c.rows[c.size]
+        obs[...] = frames
+        action[...] = actions
+        rew[...] = reward
+        flg[...] = flags
+        ver[...] = version
+        if cam is None:
+            cm.fill(0)  # a reused chunk still holds an older chunk's values
+        else:
+            cm[...] = cam
+        if st is not None:
+            st[...] = state
+        c.size += 1
         if c.size == self.steps_per_message:
             self.flush(current_version)
 
@@ -102,18 +155,22 @@ class StreamSender:
         t = c.size
         if t == 0:
             return
-        self._chunk = self._new_chunk()  # the sent arrays belong to ZeroMQ until delivered
-        for e in range(self.num_envs):
-            msg = steps_message(self.actor_id, e, self.seq[e], self.step0[e], c.obs[e, :t],
-                                c.action[e, :t], c.reward[e, :t], c.flags[e, :t],
-                                c.version[e, :t], c.cam[e, :t],
-                                None if c.state is None else c.state[e, :t])
-            start = time.perf_counter()
-            self._send(msg)
-            self.send_seconds += time.perf_counter() - start
-            self.seq[e] += 1
-            self.step0[e] += t
-        if current_version is not None:
-            self.lag_sum += int(np.sum(current_version - c.version[:, :t].astype(np.int64)))
-        self.records_sent += t * self.num_envs
-        self.messages_sent += self.num_envs
+        msg = None
+        try:
+            for e in range(self.num_envs):
+                msg = steps_message(self.actor_id, e, self.seq[e], self.step0[e], c.obs[e, :t],
+                                    c.action[e, :t], c.reward[e, :t], c.flags[e, :t],
+                                    c.version[e, :t], c.cam[e, :t],
+                                    None if c.state is None else c.state[e, :t])
+                start = time.perf_counter()
+                self._send(msg)
+                self.send_seconds += time.perf_counter() - start
+                self.seq[e] += 1
+                self.step0[e] += t
+            if current_version is not None:
+                self.lag_sum += int(np.sum(current_version - c.version[:, :t].astype(np.int64)))
+            self.records_sent += t * self.num_envs
+            self.messages_sent += self.num_envs
+        finally:  # also when a send raised: those records are not sent twice
+            msg = None  # so that a chunk ZeroMQ has already released counts as free below
+            self._chunk = self._take_chunk()  # the sent arrays belong to ZeroMQ until released

@@ -1,8 +1,13 @@
 """Transport throughput: actor-like StreamSender -> PULL + protocol.decode, against raw ZeroMQ.
 
 Both runs use one sender process and one receiver process on loopback, the same socket factories
-(fpac_async.transport: same high-water marks) and messages of the same size; the raw run sends
-pre-built frames and only counts them on arrival. Target: protocol / raw >= 0.8.
+(fpac_async.transport: same high-water marks, same allocator tuning) and messages of the same size;
+the raw run sends pre-built frames (zero-copy, its fastest way) and only counts them on arrival.
+The protocol run is the actor's real path: StreamSender.add per record -> transport.send_message
+(protocol.encode) -> PULL -> protocol.decode. Target: protocol / raw >= 0.8.
+
+CPU per message (process time of all threads, ZeroMQ's IO thread included) is reported for each
+side: on a machine with few cores the two processes compete, so this says where time goes.
 
     .venv/bin/python bench/bench_transport.py --seconds 5 --image-size 84 --steps-per-message 16
 """
@@ -24,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from fpac_async import protocol as P  # noqa: E402
-from fpac_async.transport import pull_socket, push_socket  # noqa: E402
+from fpac_async.transport import pull_socket, push_socket, send_message  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "transport.jsonl")
 
@@ -45,16 +50,24 @@ def _sender(endpoint: str, mode: str, seconds: float, image: int, per_msg: int) 
                                 np.zeros((per_msg, 2), np.float32))
         parts = [bytes(f) for f in P.encode(chunk)]
         deadline = time.monotonic() + seconds
+        sock.send_multipart(parts, copy=False)  # blocks until connected: CPU counted from here
+        messages, cpu0 = 0, time.process_time()
         while time.monotonic() < deadline:
             sock.send_multipart(parts, copy=False)
+            messages += 1
     else:
-        sender = StreamSender(lambda m: sock.send_multipart(P.encode(m), copy=False), 0, 1,
-                              (3, image, image), 1, 0, per_msg)
+        sender = StreamSender(lambda m: send_message(sock, m), 0, 1, (3, image, image), 1, 0,
+                              per_msg)
         deadline = time.monotonic() + seconds
+        for _ in range(per_msg):
+            sender.add(frames, action, reward, flags, 0, cam)
+        messages, cpu0 = 0, time.process_time()
         while time.monotonic() < deadline:
             for _ in range(per_msg):
                 sender.add(frames, action, reward, flags, 0, cam)
-    sock.send_multipart([b"END"])
+            messages += 1
+    cpu_us = (time.process_time() - cpu0) / max(messages, 1) * 1e6
+    sock.send_multipart([b"END", json.dumps({"cpu_us_per_msg": cpu_us}).encode()])
     sock.close(linger=5000)
     ctx.term()
 
@@ -65,26 +78,31 @@ def measure(mode: str, seconds: float, image: int, per_msg: int, port: int) -> d
     proc = mp.get_context("spawn").Process(
         target=_sender, args=(f"tcp://127.0.0.1:{port}", mode, seconds, image, per_msg))
     proc.start()
-    records = nbytes = 0
+    records = nbytes = messages = 0
     start = None
+    cpu0 = 0.0
     while True:
         frames = pull.recv_multipart(copy=False)
-        if len(frames) == 1 and frames[0].bytes == b"END":
+        if len(frames) == 2 and frames[0].bytes == b"END":
+            sender_cpu = json.loads(frames[1].bytes)["cpu_us_per_msg"]
             break
         if start is None:  # time from the first arrival: excludes the sender's start-up
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             continue
+        messages += 1
         nbytes += sum(len(f) for f in frames)
         if mode == "raw":
             records += per_msg
         else:
             records += len(P.decode(frames).arrays["flags"])
     elapsed = time.perf_counter() - (start or time.perf_counter())
+    receiver_cpu = (time.process_time() - cpu0) / max(messages, 1) * 1e6
     proc.join()
     pull.close(linger=0)
     ctx.term()
     return {"mode": mode, "transitions_per_s": records / elapsed, "MB_per_s": nbytes / elapsed / 1e6,
-            "seconds": elapsed, "msg_bytes": nbytes * per_msg // max(records, 1)}
+            "seconds": elapsed, "msg_bytes": nbytes * per_msg // max(records, 1),
+            "sender_cpu_us_per_msg": sender_cpu, "receiver_cpu_us_per_msg": receiver_cpu}
 
 
 def _machine() -> dict:
@@ -107,6 +125,8 @@ def main() -> None:
                     "the median is reported")
     ap.add_argument("--port", type=int, default=47311)
     ap.add_argument("--note", default="", help="e.g. 'cores shared with other jobs'")
+    ap.add_argument("--no-record", action="store_true", help=f"print only; do not append to "
+                    f"{os.path.relpath(RESULTS, ROOT)}")
     args = ap.parse_args()
     runs: dict[str, list[dict]] = {"raw": [], "protocol": []}
     for k in range(args.repeats):  # interleaved, so drifting load on shared cores hits both
@@ -115,14 +135,18 @@ def main() -> None:
                                       args.steps_per_message, args.port + 2 * k + i))
     rows = [sorted(r, key=lambda x: x["transitions_per_s"])[len(r) // 2] for r in runs.values()]
     ratio = rows[1]["transitions_per_s"] / rows[0]["transitions_per_s"]  # of the medians
-    print(f"{'mode':>9} {'transitions/s':>14} {'MB/s':>9} {'msg bytes':>10}")
+    print(f"{'mode':>9} {'transitions/s':>14} {'MB/s':>9} {'msg bytes':>10} "
+          f"{'CPU us/msg: sender':>19} {'receiver':>9}")
     for r in rows:
         print(f"{r['mode']:>9} {r['transitions_per_s']:>14.0f} {r['MB_per_s']:>9.1f} "
-              f"{r['msg_bytes']:>10}")
+              f"{r['msg_bytes']:>10} {r['sender_cpu_us_per_msg']:>19.0f} "
+              f"{r['receiver_cpu_us_per_msg']:>9.0f}")
     print(f"protocol / raw = {ratio:.2f} (medians of {args.repeats}; target >= 0.8)")
     entry = {**_machine(), "bench": "transport", "image_size": args.image_size,
              "steps_per_message": args.steps_per_message, "results": rows, "all_runs": runs, "ratio": ratio,
              "note": args.note}
+    if args.no_record:
+        return
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "a") as f:
         f.write(json.dumps(entry) + "\n")

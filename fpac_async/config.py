@@ -88,8 +88,8 @@ class EnvConfig:
     """Camera id; -1 means the task preset's (0, quadruped 2)."""
     episode_control_steps: int = 0
     """Control steps per episode (a time limit, i.e. a truncation); 0 means the preset's (1000 for DMC)."""
-    envs_per_actor: int = 1
-    """Environments stepped by each actor process."""
+    envs_per_actor: int = 2
+    """Environments stepped by each actor process (dmc: >= 2 overlaps policy and rendering)."""
     render_quality: str = "benchmark"
     """'benchmark' (dm_control's 2048 shadow map, 4x MSAA) or 'fast' (dmc: 512 shadow map, no MSAA)."""
 

@@ -6,7 +6,9 @@ the learner falls behind, the PUSH queue fills and actors block in send instead 
 """
 from __future__ import annotations
 
+import ctypes
 import logging
+import platform
 import re
 from dataclasses import dataclass, field
 
@@ -24,6 +26,12 @@ RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 5000
 # pyzmq copies frames below this size even with copy=False: zero-copy only pays for large frames.
 COPY_THRESHOLD = 64 * 2**10
+
+# glibc allocator settings for processes that move large messages (see tune_malloc_for_messages).
+MALLOC_MMAP_THRESHOLD = 8 * 2**20  # frames up to this size come from the heap, not fresh mmaps
+MALLOC_TRIM_THRESHOLD = 32 * 2**20  # freed heap memory kept for the next messages, per arena
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (glibc malloc.h)
+_malloc_tuned: bool | None = None
 
 _ENDPOINT = re.compile(r"^(?:tcp://)?(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
 
@@ -60,6 +68,29 @@ def actor_endpoints(learner: str) -> Endpoints:
     return Endpoints(f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}")
 
 
+def tune_malloc_for_messages() -> bool:
+    """Keep freed message buffers in the process instead of returning them to the kernel (glibc
+    only; once per process; True if applied).
+
+    Every received frame (and every copied sent frame) is a fresh libzmq malloc of the frame's
+    size, ~340 KB for a 16-record 84x84 chunk. glibc's defaults serve that from an mmap or trim it
+    off the heap top when freed, so the next message faults its pages in again: measured ~15-30
+    page faults per message on each side (bench/bench_transport.py). Fixed thresholds make the
+    buffers recycle: at most MALLOC_TRIM_THRESHOLD of free memory per malloc arena stays mapped.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            try:
+                libc = ctypes.CDLL(None)
+                _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+                                     and libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
+            except (OSError, AttributeError) as e:  # no libc symbol table: keep the defaults
+                log.debug("mallopt unavailable: %s", e)
+    return _malloc_tuned
+
+
 def _socket(ctx: zmq.Context, kind: int, linger_ms: int) -> zmq.Socket:
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
@@ -70,24 +101,32 @@ def _socket(ctx: zmq.Context, kind: int, linger_ms: int) -> zmq.Socket:
 
 
 def push_socket(ctx: zmq.Context, connect: str, sndhwm: int = PUSH_SNDHWM, linger_ms: int = 1000,
-                send_timeout_ms: int = -1) -> zmq.Socket:
+                send_timeout_ms: int = -1, sndbuf: int = -1) -> zmq.Socket:
     """Actor data socket. IMMEDIATE: queue only to a live connection, so a send with no learner
-    blocks (or raises zmq.Again) instead of piling up in a pipe to nobody."""
+    blocks (or raises zmq.Again) instead of piling up in a pipe to nobody. sndbuf: the kernel
+    send buffer in bytes (-1: the OS default, autotuned). Tunes this process's allocator for
+    large messages (tune_malloc_for_messages)."""
+    tune_malloc_for_messages()
     sock = _socket(ctx, zmq.PUSH, linger_ms)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
+    sock.setsockopt(zmq.SNDBUF, sndbuf)
     sock.connect(connect)
     return sock
 
 
 def pull_socket(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES,
-                rcvhwm: int = PULL_RCVHWM, linger_ms: int = 0) -> zmq.Socket:
+                rcvhwm: int = PULL_RCVHWM, linger_ms: int = 0, rcvbuf: int = -1) -> zmq.Socket:
     """Learner data socket. MAXMSGSIZE makes libzmq drop (and disconnect) any frame over max_bytes
-    before Python sees it; decode() still caps the total of all frames."""
+    before Python sees it; decode() still caps the total of all frames. rcvbuf: the kernel receive
+    buffer in bytes (-1: the OS default, autotuned). Tunes this process's allocator for large
+    messages (tune_malloc_for_messages)."""
+    tune_malloc_for_messages()
     sock = _socket(ctx, zmq.PULL, linger_ms)
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    sock.setsockopt(zmq.RCVBUF, rcvbuf)
     sock.bind(bind)
     return sock
 

@@ -80,6 +80,40 @@ def test_sender_chunks_carry_seq_step0_and_each_frame_once():
     assert all(m.actor == 3 for m in sent) and sender.records_sent == 14
 
 
+def _add_records(sender: StreamSender, first: int, count: int, with_cam: bool = True) -> None:
+    for t in range(first, first + count):
+        frames = np.full((2, 3, 4, 4), t, np.uint8)
+        cam = np.full((2, 2), t + 1, np.float32) if with_cam else None
+        sender.add(frames, np.full((2, 1), t, np.float32), np.full(2, t, np.float32),
+                   np.zeros(2, np.uint8), version=t, cam=cam)
+
+
+def test_sender_reuses_released_chunks_and_clears_a_reused_cam():
+    got = []  # copies, like ZeroMQ copying a frame: the chunk is free again once send returns
+    sender = StreamSender(lambda m: got.append({k: v.copy() for k, v in m.arrays.items()}), 0,
+                          num_envs=2, obs_shape=(3, 4, 4), action_dim=1, steps_per_message=2)
+    _add_records(sender, 0, 4)
+    _add_records(sender, 4, 4, with_cam=False)  # no cam: zeros, not the reused chunk's old ones
+    assert sender.chunks_allocated == 1 and sender.messages_sent == 8
+    env1 = got[1::2]
+    assert list(np.concatenate([m["obs"] for m in env1])[:, 0, 0, 0]) == list(range(8))
+    assert list(np.concatenate([m["cam"] for m in env1])[:, 0]) == [1, 2, 3, 4, 0, 0, 0, 0]
+    assert list(np.concatenate([m["version"] for m in env1])) == list(range(8))
+
+
+def test_sender_never_reuses_a_chunk_a_message_still_refers_to():
+    held = []  # messages kept, like zero-copy frames ZeroMQ has not released yet
+    sender = StreamSender(held.append, 0, num_envs=2, obs_shape=(3, 4, 4), action_dim=1,
+                          steps_per_message=2)
+    _add_records(sender, 0, 6)
+    assert sender.chunks_allocated == 4  # 3 sent chunks, all held, plus the one being filled
+    del held[:2]  # both env messages of the first chunk are released...
+    _add_records(sender, 6, 2)
+    assert sender.chunks_allocated == 4  # ...so it is the one reused
+    env0 = [m for m in held if m.env == 0]
+    assert list(np.concatenate([m.arrays["obs"] for m in env0])[:, 0, 0, 0]) == list(range(2, 8))
+
+
 def _run_actor(learner: FakeLearner, steps: int, **kw) -> tuple[threading.Thread, dict]:
     result: dict = {}
     loop = ActorLoop(5, ENV, learner.endpoint, seed=11, steps_per_message=8, stats_every_s=0.5,

@@ -22,8 +22,8 @@ SMALL = ["--task", "cartpole_swingup", "--backend", "dmc", "--image-size", str(I
          "--render-quality", "fast", "--num-points", "8", "--hidden-dim", "32",
          "--conv-channels", "8", "--batch-size", "16", "--initial-random-steps", "50",
          "--weights-every", "20", "--eval-every-env-steps", "1000000", "--eval-episodes", "1",
-         "--log-every-s", "1", "--actors", "2"]
-BUDGET = 2000
+         "--log-every-s", "1", "--actors", "1", "--envs-per-actor", "2"]  # 2 envs: lanes overlap
+BUDGET = 2400  # two 1000-step episodes (action repeat 8) plus margin
 
 ACT_SNIPPET = """
 import sys, torch
@@ -74,9 +74,9 @@ def test_train_cartpole_swingup_then_resume(run_dir):  # noqa: F811
                           text=True, timeout=60, check=False)
     assert acts.returncode == 0 and "ACTS (2, 1)" in acts.stdout, acts.stderr[-2000:]
 
-    # 150 more agent steps on ONE actor: longer than an episode (125 agent steps), so at least one
-    # more episode completes.
-    more = BUDGET + 150 * 8
+    # 300 more agent steps on ONE actor of 2 envs: 150 per env, longer than an episode (125 agent
+    # steps), so at least one more episode completes.
+    more = BUDGET + 300 * 8
     resumed = train(["--resume", run_dir, "--env-steps", str(more), "--actors", "1", "--no-gif"],
                     timeout_s=120)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

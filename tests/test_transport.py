@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
+from actors.sender import StreamSender
 from fpac_async import protocol as P
 from fpac_async import transport as Z
 
@@ -167,10 +169,52 @@ def test_push_queue_is_bounded(ctx: zmq.Context) -> None:
     assert pull.poll(5000, zmq.POLLIN)  # the messages are there, just not being read
 
 
+def test_pooled_zero_copy_chunks_arrive_intact_through_a_slow_receiver(ctx: zmq.Context) -> None:
+    """The sender reuses chunk buffers once ZeroMQ released them. Tiny kernel buffers and HWMs and
+    a slow reader keep zero-copy messages queued inside libzmq while the sender goes on: a chunk
+    reused too early would be overwritten in flight and arrive with later records' content."""
+    port = free_port_pair()
+    pull = Z.pull_socket(ctx, f"tcp://{LOOPBACK}:{port}", rcvhwm=1, rcvbuf=8192)
+    push = Z.push_socket(ctx, f"tcp://{LOOPBACK}:{port}", sndhwm=1, sndbuf=8192,
+                         send_timeout_ms=10_000)
+    side, per_msg, messages = 64, 8, 40
+    assert per_msg * 3 * side * side > Z.COPY_THRESHOLD  # obs frames really go zero-copy
+    sender = StreamSender(lambda m: Z.send_message(push, m), 0, 1, (3, side, side), 1, 0, per_msg)
+
+    def produce() -> None:
+        for j in range(per_msg * messages):
+            frame = np.full((1, 3, side, side), j % 251, np.uint8)
+            sender.add(frame, np.full((1, 1), j, np.float32), np.full(1, j, np.float32),
+                       np.zeros(1, np.uint8), version=j)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    rewards, obs_ok = [], []
+    for k in range(messages):
+        if k < messages // 2:
+            time.sleep(0.005)  # the slow learner: the sender runs ahead until its queue is full
+        got = until(lambda: Z.recv_message(pull, timeout_ms=200))
+        reward = got.arrays["reward"]
+        rewards.extend(int(r) for r in reward)
+        want = (reward.astype(np.int64) % 251).astype(np.uint8)
+        obs_ok.append(bool(np.all(got.arrays["obs"] == want[:, None, None, None])))
+        np.testing.assert_array_equal(got.arrays["version"], reward.astype(np.int32))
+    thread.join(timeout=10)
+    assert rewards == list(range(per_msg * messages)) and all(obs_ok)
+    assert sender.chunks_allocated < messages  # buffers were reused, so the check above means it
+
+
 def test_push_without_learner_does_not_queue(ctx: zmq.Context) -> None:
     push = Z.push_socket(ctx, f"tcp://{LOOPBACK}:{free_port_pair()}")
     with pytest.raises(zmq.Again):
         Z.send_message(push, steps(seq=0), flags=zmq.NOBLOCK)
+
+
+def test_malloc_tuning_applies_once_per_process_on_glibc() -> None:
+    import platform  # noqa: PLC0415
+    first = Z.tune_malloc_for_messages()
+    assert Z.tune_malloc_for_messages() is first
+    assert first is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
 
 
 def test_reject_counter_counts_all_logs_once(caplog: pytest.LogCaptureFixture) -> None:
