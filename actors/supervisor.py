@@ -6,6 +6,9 @@
 - A child that exits with code 0 was told by the learner that the run is over (`stop`): its slot
   is done. Any other exit is a crash: the slot restarts, at most `max_restarts` times within
   `restart_window_s`, then the slot is given up with an error.
+- Software rendering (Mesa llvmpipe) renders with several threads per process; N processes on
+  C cores scale better with C // N threads each (measured: bench/results/scaling-cartpole-cpu*.md),
+  so children get LP_NUM_THREADS = max(1, C // N) unless the user set it.
 - Children set PR_SET_PDEATHSIG (SIGKILL): if the supervisor dies, even by SIGKILL, they die too.
   They ignore SIGINT (Ctrl-C reaches the whole process group; the supervisor coordinates), and
   SIGTERM makes them exit at once. On SIGINT/SIGTERM the supervisor terminates every child, joins
@@ -18,6 +21,7 @@ import ctypes
 import dataclasses
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
 import time
@@ -44,6 +48,7 @@ class ActorSpec:
     seed: int
     steps_per_message: int
     log_level: int = logging.INFO
+    render_threads: int = 0  # LP_NUM_THREADS for llvmpipe (0: leave Mesa's default)
 
 
 def _die_with_parent() -> None:
@@ -62,6 +67,8 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def actor_process(spec: ActorSpec, stats: Any) -> None:
     """Entry point of one actor child (spawn target). Exit code 0 only when the learner stopped."""
     _die_with_parent()
+    if spec.render_threads and "LP_NUM_THREADS" not in os.environ:
+        os.environ["LP_NUM_THREADS"] = str(spec.render_threads)  # before any GL context exists
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=spec.log_level,
@@ -82,6 +89,11 @@ def actor_process(spec: ActorSpec, stats: Any) -> None:
                      steps_per_message=spec.steps_per_message, on_stats=on_stats)
     reason = loop.run()
     sys.exit(0 if reason == "stop" else 1)
+
+
+def render_threads_per_actor(n: int, cores: int | None = None) -> int:
+    """llvmpipe threads per actor process: the cores shared out, at least one each."""
+    return max(1, (cores or os.cpu_count() or 1) // n)
 
 
 @dataclasses.dataclass
@@ -115,6 +127,7 @@ class Supervisor:
         self._ctx = mp.get_context("spawn")
         self.stats = self._ctx.RawArray("d", n * len(STAT_FIELDS))
         self.slots = [_Slot(i, actor_id_offset + i) for i in range(n)]
+        self.render_threads = render_threads_per_actor(n)
         self._signalled = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -125,7 +138,8 @@ class Supervisor:
     def _spawn(self, slot: _Slot) -> None:
         seed = self.seed + 1000 * slot.actor_id + RESTART_SEED_STRIDE * slot.restarts
         spec = ActorSpec(slot.actor_id, slot.index, self.env_cfg, self.endpoint, seed,
-                         self.steps_per_message, logging.getLogger().getEffectiveLevel())
+                         self.steps_per_message, logging.getLogger().getEffectiveLevel(),
+                         self.render_threads)
         slot.process = self._ctx.Process(target=self.target, args=(spec, self.stats),
                                          name=f"fpac-actor-{slot.actor_id}", daemon=False)
         slot.process.start()

@@ -116,3 +116,11 @@ def test_a_crash_looping_slot_is_given_up(caplog):
     assert sup.slots[0].state == "failed" and sup.slots[0].restarts == 2
     assert "giving up on this slot" in caplog.text
     assert len(sup.stats) == len(STAT_FIELDS)
+
+
+def test_render_threads_share_the_cores_out():
+    from actors.supervisor import render_threads_per_actor
+    assert render_threads_per_actor(1, cores=2) == 2
+    assert render_threads_per_actor(2, cores=2) == 1
+    assert render_threads_per_actor(32, cores=16) == 1
+    assert render_threads_per_actor(3, cores=16) == 5
