@@ -18,8 +18,13 @@ from fpac_async.protocol import DEFAULT_MAX_BYTES, Message, ProtocolError, decod
 
 log = logging.getLogger(__name__)
 
-PUSH_SNDHWM = 4  # steps chunks queued per actor; more buys nothing but memory and policy lag
-PULL_RCVHWM = 64  # chunks queued in the learner per connected actor
+# Data path queues are kept SHORT on purpose: when the learner stops reading (replay-ratio
+# admission), whatever the actor->learner path can hold was produced by older policies and will be
+# trained on late. Per actor that is SNDHWM + RCVHWM messages plus the two kernel buffers (set
+# explicitly: autotuned loopback TCP buffers grow to megabytes, i.e. thousands of small records).
+PUSH_SNDHWM = 2  # steps chunks queued per actor
+PULL_RCVHWM = 2  # chunks queued in the learner per connected actor
+DATA_SOCKET_BUFFER = 64 * 2**10  # SO_SNDBUF / SO_RCVBUF of the data sockets, bytes
 PUB_SNDHWM = 4  # policy broadcasts queued per subscriber (dropped beyond: a newer one follows)
 SUB_RCVHWM = 4
 RECONNECT_IVL_MS = 100
@@ -101,10 +106,10 @@ def _socket(ctx: zmq.Context, kind: int, linger_ms: int) -> zmq.Socket:
 
 
 def push_socket(ctx: zmq.Context, connect: str, sndhwm: int = PUSH_SNDHWM, linger_ms: int = 1000,
-                send_timeout_ms: int = -1, sndbuf: int = -1) -> zmq.Socket:
+                send_timeout_ms: int = -1, sndbuf: int = DATA_SOCKET_BUFFER) -> zmq.Socket:
     """Actor data socket. IMMEDIATE: queue only to a live connection, so a send with no learner
     blocks (or raises zmq.Again) instead of piling up in a pipe to nobody. sndbuf: the kernel
-    send buffer in bytes (-1: the OS default, autotuned). Tunes this process's allocator for
+    send buffer in bytes (-1: the OS default, autotuned; see DATA_SOCKET_BUFFER). Tunes this process's allocator for
     large messages (tune_malloc_for_messages)."""
     tune_malloc_for_messages()
     sock = _socket(ctx, zmq.PUSH, linger_ms)
@@ -117,10 +122,11 @@ def push_socket(ctx: zmq.Context, connect: str, sndhwm: int = PUSH_SNDHWM, linge
 
 
 def pull_socket(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES,
-                rcvhwm: int = PULL_RCVHWM, linger_ms: int = 0, rcvbuf: int = -1) -> zmq.Socket:
+                rcvhwm: int = PULL_RCVHWM, linger_ms: int = 0,
+                rcvbuf: int = DATA_SOCKET_BUFFER) -> zmq.Socket:
     """Learner data socket. MAXMSGSIZE makes libzmq drop (and disconnect) any frame over max_bytes
     before Python sees it; decode() still caps the total of all frames. rcvbuf: the kernel receive
-    buffer in bytes (-1: the OS default, autotuned). Tunes this process's allocator for large
+    buffer in bytes (-1: the OS default, autotuned; see DATA_SOCKET_BUFFER). Tunes this process's allocator for large
     messages (tune_malloc_for_messages)."""
     tune_malloc_for_messages()
     sock = _socket(ctx, zmq.PULL, linger_ms)
