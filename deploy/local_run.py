@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -37,25 +36,6 @@ from learner.service import LearnerService
 log = logging.getLogger("fpac-train")
 
 STOP_GRACE_S = 5.0  # after a normal end: time for actors to exit on the learner's `stop`
-
-
-def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
-    """A port P such that P and P+1 are both free on `host` (the learner binds PULL on P, PUB on
-    P+1). Racy by nature (another process may take it before the learner binds); the learner then
-    fails with 'address in use' (exit 2) and the caller may retry."""
-    for _ in range(attempts):
-        with socket.socket() as a:
-            a.bind((host, 0))
-            port = a.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind((host, port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError(f"no free pair of consecutive ports on {host} after {attempts} tries")
 
 
 def default_actor_count(cpu_count: int | None, gpu: bool) -> int:

@@ -26,13 +26,13 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
 import time
 from typing import Any, Sequence
 
 from fpac_async.cli_args import add_config_args, config_from_args
 from fpac_async.config import RunConfig, resolve
+from fpac_async.transport import free_port_pair
 from deploy import scaling_report as report
 
 log = logging.getLogger("fpac-scaling")
@@ -106,21 +106,6 @@ def _actors_child(n: int, cfg: RunConfig, endpoint: str) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     from actors.supervisor import Supervisor  # noqa: PLC0415
     sys.exit(Supervisor(n, cfg.env, endpoint, seed=cfg.seed, stats_every_s=3600.0).run())
-
-
-def free_port_pair() -> int:
-    """A port P with P and P+1 free right now (the learner binds both)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair found")
 
 
 class _Rows:

@@ -95,7 +95,7 @@ def make_config(args: argparse.Namespace, argv: Sequence[str],
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%SZ")
         cfg = dataclasses.replace(cfg, run_dir=os.path.join("runs", f"{cfg.env.task}-{stamp}"))
     if not cfg.learner.bind:
-        from deploy.local_run import free_port_pair  # noqa: PLC0415
+        from fpac_async.transport import free_port_pair  # noqa: PLC0415
         bind = f"tcp://127.0.0.1:{free_port_pair()}"
         cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, bind=bind))
     return resolve(cfg)

@@ -10,6 +10,7 @@ import ctypes
 import logging
 import platform
 import re
+import socket
 from dataclasses import dataclass, field
 
 import zmq
@@ -209,3 +210,22 @@ class RejectCounter:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """A port P such that P and P+1 are both free on `host` (the learner binds PULL on P, PUB on
+    P+1). Racy by nature (another process may take it before the learner binds); the learner then
+    fails with 'address in use' (exit 2) and the caller may retry."""
+    for _ in range(attempts):
+        with socket.socket() as a:
+            a.bind((host, 0))
+            port = a.getsockname()[1]
+            if port >= 65535:
+                continue
+            with socket.socket() as b:
+                try:
+                    b.bind((host, port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no free pair of consecutive ports on {host} after {attempts} tries")

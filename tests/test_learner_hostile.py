@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from typing import Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 import torch
 import zmq
 
+from fpac_async.transport import free_port_pair
 from fpac_async import protocol as P
 from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig)
 from fpac_async.transport import actor_sockets
@@ -23,20 +23,6 @@ from learner.service import LearnerService
 
 LOOPBACK = "127.0.0.1"
 CAP = 2**20  # max_message_bytes of the learner under test
-
-
-def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind((LOOPBACK, 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind((LOOPBACK, port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair on loopback")
 
 
 def steps(side: int = 32, action_dim: int = 2, n: int = 4, step0: int = 0) -> P.Message:

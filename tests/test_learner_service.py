@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import pytest
 import torch
 import zmq
 
+from fpac_async.transport import free_port_pair
 from fpac_async import protocol as P
 from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
                                load_config)
@@ -41,21 +41,6 @@ INITIAL = 20
 SLACK = 64  # Trainer's default slack_updates
 CHUNK = 10  # records per steps message
 EPISODE = 50  # point_reach agent steps per episode
-
-
-def free_port_pair() -> int:
-    """A port P with P and P + 1 free right now (the learner binds both)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind((LOOPBACK, 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind((LOOPBACK, port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair on loopback")
 
 
 def tiny_config(run_dir: str, port: int, env_steps: int) -> RunConfig:

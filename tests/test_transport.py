@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from typing import Callable, Iterator
@@ -12,6 +11,7 @@ import pytest
 import zmq
 
 from actors.sender import StreamSender
+from fpac_async.transport import free_port_pair
 from fpac_async import protocol as P
 from fpac_async import transport as Z
 
@@ -23,23 +23,6 @@ def ctx() -> Iterator[zmq.Context]:
     context = zmq.Context()
     yield context
     context.destroy(linger=0)  # closes every socket of the test with linger 0, then terminates
-
-
-def free_port_pair() -> int:
-    """A port P with P and P + 1 free right now (the learner binds both)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind((LOOPBACK, 0))
-            port = a.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind((LOOPBACK, port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair on loopback")
 
 
 def open_pair(ctx: zmq.Context, max_bytes: int = P.DEFAULT_MAX_BYTES):
