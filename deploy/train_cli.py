@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from fpac_async.cli_args import add_config_args, config_from_args
+from fpac_async.cli_args import add_config_args, config_from_args, explicit_args, explicit_dests
 from fpac_async.config import ConfigError, RunConfig, load_config, resolve, with_task_defaults
 
 log = logging.getLogger("fpac-train")
@@ -57,28 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """The destinations of the flags actually given in argv (a resumed run keeps the rest)."""
-    probe = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public way to copy actions
-        if action.option_strings and not isinstance(action, argparse._HelpAction):  # noqa: SLF001
-            probe._add_action(_suppressed(action))  # noqa: SLF001
-    known, _ = probe.parse_known_args(list(argv))
-    return set(vars(known))
-
-
-def _suppressed(action: argparse.Action) -> argparse.Action:
-    copy = argparse.Action.__new__(type(action))
-    copy.__dict__.update(action.__dict__)
-    copy.default = argparse.SUPPRESS
-    return copy
-
-
 def make_config(args: argparse.Namespace, argv: Sequence[str],
                 parser: argparse.ArgumentParser) -> RunConfig:
     """The run's config: fresh from the flags, or RUN_DIR/config.json plus the flags given."""
     given = explicit_dests(parser, argv)
-    explicit = argparse.Namespace(**{k: v for k, v in vars(args).items() if k in given})
+    explicit = explicit_args(parser, args, argv)
     if args.resume:
         cfg = config_from_args(explicit, base=load_config(os.path.join(args.resume, "config.json")))
         cfg = dataclasses.replace(cfg, run_dir=args.resume)

@@ -10,7 +10,7 @@ import ast
 import dataclasses
 import functools
 import inspect
-from typing import Any
+from typing import Any, Sequence
 
 from fpac_async import config as C
 
@@ -85,3 +85,27 @@ def config_from_args(args: argparse.Namespace, base: C.RunConfig | None = None) 
         changes = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
         sections[section] = dataclasses.replace(getattr(cfg, section), **changes)
     return dataclasses.replace(cfg, **top, **sections)
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The destinations of the flags actually given in argv (a resumed run keeps the rest)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public way to copy actions
+        if action.option_strings and not isinstance(action, argparse._HelpAction):  # noqa: SLF001
+            probe._add_action(_suppressed(action))  # noqa: SLF001
+    known, _ = probe.parse_known_args(list(argv))
+    return set(vars(known))
+
+
+def _suppressed(action: argparse.Action) -> argparse.Action:
+    copy = argparse.Action.__new__(type(action))
+    copy.__dict__.update(action.__dict__)
+    copy.default = argparse.SUPPRESS
+    return copy
+
+
+def explicit_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  argv: Sequence[str]) -> argparse.Namespace:
+    """Only the parsed values of the flags given in argv (to apply over a saved or preset config)."""
+    given = explicit_dests(parser, argv)
+    return argparse.Namespace(**{k: v for k, v in vars(args).items() if k in given})

@@ -3,7 +3,7 @@
     fpac-learner --gpus 1 --task cartpole_swingup --bind tcp://*:5555 --run-dir runs/NAME [--resume]
 
 Every config field is a flag (fpac_async.cli_args). With --resume the learner continues the run in
---run-dir from its latest checkpoint (config-compatible flags required). Logs go to the console and
+--run-dir from its latest checkpoint, with the run's config.json plus only the flags given again. Logs go to the console and
 to run_dir/learner.log. The exit code is LearnerService.run()'s (0 done, 2 could not start,
 128 + signal after SIGTERM/SIGINT, 1 failure).
 """
@@ -15,7 +15,8 @@ import os
 import sys
 from typing import Sequence
 
-from fpac_async.cli_args import add_config_args, config_from_args
+from fpac_async.cli_args import add_config_args, config_from_args, explicit_args
+from fpac_async.config import ConfigError, RunConfig, load_config, with_task_defaults
 from learner.service import LearnerService
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -46,9 +47,26 @@ def setup_logging(run_dir: str, level: str) -> None:
         root.addHandler(handler)
 
 
+def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                argv: Sequence[str]) -> RunConfig:
+    """Fresh: the task's defaults under the flags. --resume: the run's own config.json with only
+    the flags given now on top (never silently the defaults). ConfigError if there is none."""
+    explicit = explicit_args(parser, args, argv)
+    if args.resume:
+        run_dir = getattr(args, "run.run_dir")
+        return config_from_args(explicit, base=load_config(os.path.join(run_dir, "config.json")))
+    return config_from_args(explicit, base=with_task_defaults(config_from_args(args)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = make_config(parser, args, argv)
+    except ConfigError as e:
+        print(f"fpac-learner: {e}", file=sys.stderr)
+        return 2
     setup_logging(cfg.run_dir, args.log_level)
     return LearnerService(cfg, resume=args.resume).run()
 

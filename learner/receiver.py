@@ -116,6 +116,7 @@ class Receiver(threading.Thread):
         self._window = Window()
         self._last_return: float | None = None
         self._lock = threading.Lock()  # guards _window, _seen, actor_perf, counters' readers
+        self.snapshot_lock = threading.Lock()  # replay adds + agent_steps/episodes, as one
         self._halt = threading.Event()
         if self.env_steps >= self.env_step_budget:
             self.budget_reached.set()
@@ -227,21 +228,26 @@ class Receiver(threading.Thread):
         if self.budget_reached.is_set():
             return  # the run is over: counters stay frozen at the budget
         flags, version = a["flags"], a["version"]
-        try:
-            self.replay_add(stream=(msg.actor, msg.env), step0=msg.meta["step0"], obs=obs,
-                            action=a["action"], reward=a["reward"], flags=flags, version=version,
-                            cam=a.get("cam"), state=state if self.expect_state else None)
-        except ValueError as e:  # the replay's own checks (e.g. a chunk over its capacity)
-            raise ShapeError(f"steps from actor {msg.actor}: replay refused the chunk: {e}") from None
         acted = (flags & FIRST) == 0  # agent steps: records that a chosen action led to
         n = int(np.count_nonzero(acted))
         ended = int(np.count_nonzero(flags & (TERMINAL | TRUNCATED)))
         lag = self.policy_version * n - int(version[acted].astype(np.int64).sum())
+        # The replay and the counters change together under `snapshot_lock`, so a checkpoint
+        # (which holds it) never saves a replay holding steps its counters have not counted.
+        with self.snapshot_lock:
+            try:
+                self.replay_add(stream=(msg.actor, msg.env), step0=msg.meta["step0"], obs=obs,
+                                action=a["action"], reward=a["reward"], flags=flags,
+                                version=version, cam=a.get("cam"),
+                                state=state if self.expect_state else None)
+            except ValueError as e:  # the replay's own checks (e.g. a chunk over its capacity)
+                raise ShapeError(f"steps from actor {msg.actor}: replay refused the chunk: "
+                                 f"{e}") from None
+            self.episodes += ended
+            self.agent_steps += n
         with self._lock:
             self._window.lag_sum += lag
             self._window.lag_count += n
-        self.episodes += ended
-        self.agent_steps += n
         if self.env_steps >= self.env_step_budget:
             self.budget_reached.set()
 

@@ -119,7 +119,6 @@ class LearnerService:
         self._ctx = zmq.Context()
         pull, pub = learner_sockets(self._ctx, cfg.learner.bind, cfg.learner.max_message_bytes)
         self._sockets = [pull, pub]
-        save_config(cfg, os.path.join(run_dir, "config.json"))
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
 
@@ -161,6 +160,9 @@ class LearnerService:
                                  episodes=int(counters["episodes"]), policy_version=self.version)
         self.evaluator = Evaluator(cfg.learner.eval_every_env_steps, cfg.learner.eval_episodes,
                                    self.eval_timeout_s, start_env_steps=self.receiver.env_steps)
+        # Last: a start-up that fails (an incompatible checkpoint or replay) leaves config.json as
+        # it was, so the run can still be resumed with its own config.
+        save_config(cfg, os.path.join(run_dir, "config.json"))
         self.metrics = MetricsLogger(run_dir, tensorboard=self.tensorboard, console=self.console)
 
     # ------------------------------------------------------------------ main loop
@@ -263,15 +265,18 @@ class LearnerService:
     def counters(self) -> dict[str, int]:
         r = self.receiver
         assert r is not None
-        return {"env_steps": r.env_steps, "agent_steps": r.agent_steps,
+        agent_steps = r.agent_steps  # read once: env_steps derives from it
+        return {"env_steps": agent_steps * self.cfg.env.action_repeat, "agent_steps": agent_steps,
                 "updates": self.trainer.updates, "episodes": r.episodes,
                 "policy_version": self.version}
 
     def _checkpoint(self) -> None:
-        state: dict[str, Any] = {"config": to_dict(self.cfg), "sac": self.sac.state_dict(),
-                                 "counters": self.counters(), "rng": capture_rng()}
-        if self.cfg.learner.save_replay:
-            state["replay"] = self.replay.state_dict()
+        assert self.receiver is not None
+        with self.receiver.snapshot_lock:  # counters and replay from the same instant
+            state: dict[str, Any] = {"config": to_dict(self.cfg), "sac": self.sac.state_dict(),
+                                     "counters": self.counters(), "rng": capture_rng()}
+            if self.cfg.learner.save_replay:
+                state["replay"] = self.replay.state_dict()
         path = save_checkpoint(self.cfg.run_dir, state)
         policy_path = os.path.join(self.cfg.run_dir, "policy.pt")
         tmp = policy_path + ".tmp"

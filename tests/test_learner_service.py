@@ -27,7 +27,7 @@ import zmq
 from fpac_async.transport import free_port_pair
 from fpac_async import protocol as P
 from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
-                               load_config)
+                               load_config, resolve, save_config)
 from fpac_async.export import load_flat_weights
 from fpac_async.transport import actor_sockets
 from learner import cli
@@ -226,7 +226,8 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     assert final["policy_version"] > last["policy_version"]
 
 
-def test_refuses_to_start_without_harm(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+def test_refuses_to_start_without_harm(tmp_path, caplog: pytest.LogCaptureFixture,
+                                       capsys: pytest.CaptureFixture) -> None:
     run_dir = str(tmp_path / "fresh")
     port = free_port_pair()
     argv = ["--task", "point_reach", "--gpus", "0", "--bind", f"tcp://{LOOPBACK}:{port}",
@@ -234,9 +235,18 @@ def test_refuses_to_start_without_harm(tmp_path, caplog: pytest.LogCaptureFixtur
     root = logging.getLogger()
     before = list(root.handlers)
     try:
-        assert cli.main(argv) == 2  # --resume with no checkpoint
-        assert not os.path.exists(os.path.join(run_dir, "config.json"))
-        log_text = open(os.path.join(run_dir, "learner.log")).read()
+        assert cli.main(argv) == 2  # --resume of a run that does not exist
+        assert "no config file" in capsys.readouterr().err
+        assert not os.path.exists(run_dir)  # nothing written
+        # A run directory with its config but no checkpoint: refused, config.json unchanged.
+        kept = str(tmp_path / "config_only")
+        config_path = os.path.join(kept, "config.json")
+        save_config(resolve(RunConfig(env=EnvConfig(task="point_reach"), run_dir=kept)),
+                    config_path)
+        before_bytes = open(config_path, "rb").read()
+        assert cli.main([a if a != run_dir else kept for a in argv]) == 2  # no checkpoint
+        assert open(config_path, "rb").read() == before_bytes
+        log_text = open(os.path.join(kept, "learner.log")).read()
         assert "no checkpoint" in log_text
     finally:
         for h in root.handlers[len(before):]:
@@ -307,3 +317,21 @@ def test_evaluator_schedule_reissue_and_final() -> None:
     ev.on_result(4, final.eval_id, [0.0], [10])
     assert ev.final_done and ev.poll(500, {4}) is None
     assert [r.env_steps for r in ev.history] == [250, 400]
+
+
+def test_cli_resume_keeps_the_runs_config_under_the_flags_given(tmp_path):
+    from fpac_async.config import ConfigError
+    from learner.cli import build_parser, make_config
+
+    run_dir = str(tmp_path / "run")
+    saved = RunConfig(env=EnvConfig(task="point_reach"), run_dir=run_dir, env_steps=777)
+    saved = dataclasses.replace(saved, agent=dataclasses.replace(saved.agent, lr=5e-4, tau=0.05))
+    save_config(saved, os.path.join(run_dir, "config.json"))
+    parser = build_parser()
+    argv = ["--resume", "--run-dir", run_dir, "--env-steps", "900"]
+    cfg = make_config(parser, parser.parse_args(argv), argv)
+    assert (cfg.agent.lr, cfg.agent.tau, cfg.env.task) == (5e-4, 0.05, "point_reach")  # kept
+    assert cfg.env_steps == 900  # the flag given now
+    missing = ["--resume", "--run-dir", str(tmp_path / "none")]
+    with pytest.raises(ConfigError, match="no config file"):
+        make_config(parser, parser.parse_args(missing), missing)
