@@ -233,8 +233,8 @@ class ActorLoop:
 
     def _handle(self, msg: P.Message) -> None:
         # Called between steps only (the overlap worker is idle): every lane's policy view gets
-        # the update (lanes share one module, so the weights are the same; versions and caches
-        # are per view). A lane loading a NEW script compiles its own copy: rare (a restarted
+        # the update (lanes share one module: weights are loaded into it once; versions and
+        # caches are per view). A lane loading a NEW script compiles its own copy: rare (a restarted
         # learner with another module), and correct.
         if msg.kind == P.POLICY:
             if (not self.policy.ready or msg.version != self.policy.version
@@ -246,9 +246,10 @@ class ActorLoop:
             if self.policy.ready and msg.version != self.policy.version:
                 # Weights come only after the random phase: acting switches to the policy.
                 try:
-                    for policy in self._policies:
-                        policy.apply_weights(msg.version, msg.arrays["weights"],
-                                             msg.meta["layout"], random=False)
+                    self.policy.apply_weights(msg.version, msg.arrays["weights"],
+                                              msg.meta["layout"], random=False)
+                    for fork in self._policies[1:]:  # they share the module: loaded once above
+                        fork.weights_changed(msg.version, random=False)
                 except ValueError as e:  # another module (a learner restarted with a new config)
                     log.warning("actor %d: weights do not fit the held policy (%s); asking for "
                                 "the policy", self.actor_id, e)

@@ -67,6 +67,11 @@ class ActorPolicy:
             raise RuntimeError("weights arrived before any policy module")
         # A copy: decoded arrays are read-only views of the received message.
         load_flat_weights(self.module, np.array(flat, dtype=np.float32), layout)
+        self.weights_changed(version, random)
+
+    def weights_changed(self, version: int, random: bool | None = None) -> None:
+        """The (shared) module now holds `version`: adopt it and drop caches from older weights.
+        Forks that share the module call this instead of loading the same weights again."""
         self.version = int(version)
         if random is not None:
             self.random = bool(random)

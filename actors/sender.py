@@ -166,11 +166,14 @@ class StreamSender:
                 self._send(msg)
                 self.send_seconds += time.perf_counter() - start
                 self.seq[e] += 1
-                self.step0[e] += t
             if current_version is not None:
                 self.lag_sum += int(np.sum(current_version - c.version[:, :t].astype(np.int64)))
             self.records_sent += t * self.num_envs
             self.messages_sent += self.num_envs
         finally:  # also when a send raised: those records are not sent twice
+            for e in range(self.num_envs):
+                # Every stream moves past these records, sent or not: a stream that lost them
+                # must show the learner a gap (step0 jumps), never link across them.
+                self.step0[e] += t
             msg = None  # so that a chunk ZeroMQ has already released counts as free below
             self._chunk = self._take_chunk()  # the sent arrays belong to ZeroMQ until released

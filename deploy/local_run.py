@@ -145,7 +145,15 @@ class LocalRun:
         return code
 
     def _watch(self) -> None:
-        """Restart crashed actors, print progress, stop the learner if no actor is left."""
+        """Restart crashed actors, print progress, stop the learner if no actor is left. A failure
+        in this thread stops the run (with a checkpoint) instead of silently ending supervision."""
+        try:
+            self._watch_loop()
+        except Exception:  # noqa: BLE001 - reported, then the learner stops and checkpoints
+            log.exception("the actor watcher failed: stopping the learner")
+            self.service.request_stop(signal.SIGTERM)
+
+    def _watch_loop(self) -> None:
         while not self._done.wait(self.poll_s):
             self.supervisor.poll()
             if self.progress is not None:

@@ -53,7 +53,9 @@ class Evaluator:
         self.history: list[EvalRecord] = []
         self.final_requested = False
         self.final_done = not self.enabled
-        self._next_id = 0
+        # Ids unique across learner restarts: actors outlive a learner, and a late answer to an old
+        # request must never match a new one.
+        self._next_id = int(time.time() * 1000) % 2**40
         self._rotation = 0
 
     @property
