@@ -246,24 +246,28 @@ class Replay:
     def _finish(self, staged: tuple, b: int) -> Batch:
         """Copy the staged rows to the device (async from pinned memory) and split them."""
         frames, small = staged
-        if self.device.type == "cpu":  # hand out fresh tensors: staging is reused two calls later
-            frames, small = frames.clone(), small.clone()
+        if self.device.type == "cpu":
+            # Staging is reused two calls later: every field is cloned out of it (one copy each).
+            def fresh(t: torch.Tensor) -> torch.Tensor:
+                return t.clone(memory_format=torch.contiguous_format)
         else:
             small = small.to(self.device, non_blocking=self.pinned)
             frames = frames.to(self.device, non_blocking=self.pinned)  # no-op when on_gpu
             if self._events[self._turn] is not None:
                 self._events[self._turn].record()
+
+            def fresh(t: torch.Tensor) -> torch.Tensor:  # already a device copy
+                return t.contiguous()
         self._turn ^= 1
         c, h, w = self.frame_shape
         s, a, d = self.stack, self.action_dim, self.state_dim
-        obs = frames[:, :s].reshape(b, s * c, h, w).contiguous()
-        next_obs = frames[:, 1:].reshape(b, s * c, h, w).contiguous()
-        state = small[:, a + 6:a + 6 + d].contiguous() if d else None
-        next_state = small[:, a + 6 + d:].contiguous() if d else None
-        return Batch(obs=obs, action=small[:, :a].contiguous(), reward=small[:, a].contiguous(),
-                     discount=small[:, a + 1].contiguous(), next_obs=next_obs,
-                     cam=small[:, a + 2:a + 4].contiguous(), next_cam=small[:, a + 4:a + 6].contiguous(),
-                     state=state, next_state=next_state)
+        return Batch(obs=fresh(frames[:, :s]).reshape(b, s * c, h, w),
+                     action=fresh(small[:, :a]), reward=fresh(small[:, a]),
+                     discount=fresh(small[:, a + 1]),
+                     next_obs=fresh(frames[:, 1:]).reshape(b, s * c, h, w),
+                     cam=fresh(small[:, a + 2:a + 4]), next_cam=fresh(small[:, a + 4:a + 6]),
+                     state=fresh(small[:, a + 6:a + 6 + d]) if d else None,
+                     next_state=fresh(small[:, a + 6 + d:]) if d else None)
 
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
