@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from actors.actor_loop import EVAL_SEED_OFFSET  # the actors' eval seeds
 from actors.envs import FIRST, make_vec_env
 from actors.evaluator import Evaluator
 from actors.policy import ActorPolicy
@@ -44,7 +45,6 @@ from learner.broadcaster import policy_weights
 from learner.replay import Replay
 from learner.trainer import Trainer
 
-EVAL_SEED_OFFSET = 500  # as the actors: eval envs use seed + 500 (+ env index)
 
 
 def tiny_config(seed: int = 0) -> RunConfig:

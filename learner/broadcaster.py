@@ -19,7 +19,8 @@ import torch
 import zmq
 
 from fpac_async.export import PolicyModule, export_policy, flat_weights, script_to_bytes
-from fpac_async.protocol import STOP, Message, eval_message, policy_message, weights_message
+from fpac_async.protocol import (Message, eval_message, policy_message, stop_message,
+                                  weights_message)
 from fpac_async.transport import send_message
 
 log = logging.getLogger(__name__)
@@ -76,4 +77,4 @@ class Broadcaster:
 
     def publish_stop(self, version: int) -> None:
         """The run is over: actors exit and their supervisor does not restart them."""
-        self._send(Message(STOP, 0, 0, 0, version))
+        self._send(stop_message(0, version))

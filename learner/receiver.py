@@ -106,7 +106,6 @@ class Receiver(threading.Thread):
         self.policy_version = int(policy_version)  # written by the main thread (an atomic int)
         self.agent_steps = int(agent_steps)
         self.episodes = int(episodes)
-        self.messages = 0
         self.hello_pending = threading.Event()  # main thread re-publishes the policy
         self.budget_reached = threading.Event()
         self.eval_results: queue.Queue[Message] = queue.Queue(maxsize=1000)
@@ -114,7 +113,6 @@ class Receiver(threading.Thread):
         self.error: BaseException | None = None
         self._seen: dict[int, float] = {}
         self._window = Window()
-        self._last_return: float | None = None
         self._lock = threading.Lock()  # guards _window, _seen, actor_perf, counters' readers
         self.snapshot_lock = threading.Lock()  # replay adds + agent_steps/episodes, as one
         self._halt = threading.Event()
@@ -139,10 +137,6 @@ class Receiver(threading.Thread):
         with self._lock:
             window, self._window = self._window, Window()
             return window
-
-    @property
-    def last_train_return(self) -> float | None:
-        return self._last_return
 
     def perf_means(self) -> dict[str, float]:
         """Mean of each perf figure over the actors seen recently."""
@@ -170,7 +164,6 @@ class Receiver(threading.Thread):
 
     def handle(self, frames: list[Any]) -> None:
         """Decode and apply one message; a rejected message is counted and dropped."""
-        self.messages += 1
         try:
             msg = decode(frames, self.max_bytes)
             if msg.kind == STEPS:
@@ -258,6 +251,4 @@ class Receiver(threading.Thread):
             self._window.train_returns.extend(e["return"] for e in episodes)
             if perf is not None:
                 self.actor_perf[msg.actor] = dict(perf)
-        if episodes:
-            self._last_return = float(episodes[-1]["return"])
 

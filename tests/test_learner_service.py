@@ -31,7 +31,7 @@ from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConf
 from fpac_async.export import load_flat_weights
 from fpac_async.transport import actor_sockets
 from learner import cli
-from learner.broadcaster import STOP
+from fpac_async.protocol import STOP
 from learner.evaluation import Evaluator
 from learner.metrics import REQUIRED_FIELDS
 from learner.service import LearnerService
