@@ -49,10 +49,15 @@ def plot_learning_curve(run_dir: str, out_name: str = "learning_curve.png") -> s
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, x, label in ((axes[0], "env_steps", "environment steps"),
                          (axes[1], "minutes", "wall-clock minutes")):
-        for y, style in (("train_return", "-"), ("eval_return", "o-")):
-            xs, ys = _series(rows, x, y)
-            if xs:
-                ax.plot(xs, ys, style, label=y.replace("_", " "), markersize=4)
+        xs, ys = _series(rows, x, "train_return")
+        if xs:
+            ax.plot(xs, ys, "-", label="train return")
+        # eval_return is carried forward on every row; an evaluation's own row has eval_env_steps.
+        evals = [dict(r, env_steps=r["eval_env_steps"]) for r in rows
+                 if r.get("eval_env_steps") is not None]
+        xs, ys = _series(evals, x, "eval_return")
+        if xs:
+            ax.plot(xs, ys, "o-", label="eval return (deterministic)", markersize=4)
         ax.set_xlabel(label)
         ax.set_ylabel("episode return")
         ax.grid(alpha=0.3)
