@@ -24,8 +24,8 @@ from typing import Sequence
 
 import torch
 
-from fpac_async.cli_args import add_config_args, config_from_args, explicit_args, explicit_dests
-from fpac_async.config import ConfigError, RunConfig, load_config, resolve, with_task_defaults
+from fpac_async.cli_args import add_config_args, explicit_dests, run_config
+from fpac_async.config import ConfigError, RunConfig, resolve
 
 log = logging.getLogger("fpac-train")
 
@@ -61,9 +61,8 @@ def make_config(args: argparse.Namespace, argv: Sequence[str],
                 parser: argparse.ArgumentParser) -> RunConfig:
     """The run's config: fresh from the flags, or RUN_DIR/config.json plus the flags given."""
     given = explicit_dests(parser, argv)
-    explicit = explicit_args(parser, args, argv)
+    cfg = run_config(parser, args, argv, args.resume)
     if args.resume:
-        cfg = config_from_args(explicit, base=load_config(os.path.join(args.resume, "config.json")))
         cfg = dataclasses.replace(cfg, run_dir=args.resume)
         learner = cfg.learner
         if "learner.bind" not in given:  # the old port may be taken by now
@@ -71,9 +70,6 @@ def make_config(args: argparse.Namespace, argv: Sequence[str],
         if "learner.gpus" not in given:  # this machine's devices, not the stopped run's
             learner = dataclasses.replace(learner, gpus=1 if torch.cuda.is_available() else 0)
         cfg = dataclasses.replace(cfg, learner=learner)
-    else:
-        # The task's defaults (TASK_DEFAULTS: a small agent for the tiny task), under the flags given.
-        cfg = config_from_args(explicit, base=with_task_defaults(config_from_args(args)))
     if not cfg.run_dir:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%SZ")
         cfg = dataclasses.replace(cfg, run_dir=os.path.join("runs", f"{cfg.env.task}-{stamp}"))

@@ -10,6 +10,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import os
 from typing import Any, Sequence
 
 from fpac_async import config as C
@@ -109,3 +110,15 @@ def explicit_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
     """Only the parsed values of the flags given in argv (to apply over a saved or preset config)."""
     given = explicit_dests(parser, argv)
     return argparse.Namespace(**{k: v for k, v in vars(args).items() if k in given})
+
+
+def run_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str],
+               resume_dir: str | None = None) -> C.RunConfig:
+    """The config a CLI runs with. Fresh: the task's defaults (C.TASK_DEFAULTS) under the flags.
+    Resuming: the run's own config.json with only the flags given now on top (never silently the
+    defaults); ConfigError if it has none."""
+    explicit = explicit_args(parser, args, argv)
+    if resume_dir is not None:
+        base = C.load_config(os.path.join(resume_dir, "config.json"))
+        return config_from_args(explicit, base=base)
+    return config_from_args(explicit, base=C.with_task_defaults(config_from_args(args)))

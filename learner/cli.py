@@ -15,8 +15,8 @@ import os
 import sys
 from typing import Sequence
 
-from fpac_async.cli_args import add_config_args, config_from_args, explicit_args
-from fpac_async.config import ConfigError, RunConfig, load_config, with_task_defaults
+from fpac_async.cli_args import add_config_args, run_config
+from fpac_async.config import ConfigError, RunConfig
 from learner.service import LearnerService
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -49,13 +49,8 @@ def setup_logging(run_dir: str, level: str) -> None:
 
 def make_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
                 argv: Sequence[str]) -> RunConfig:
-    """Fresh: the task's defaults under the flags. --resume: the run's own config.json with only
-    the flags given now on top (never silently the defaults). ConfigError if there is none."""
-    explicit = explicit_args(parser, args, argv)
-    if args.resume:
-        run_dir = getattr(args, "run.run_dir")
-        return config_from_args(explicit, base=load_config(os.path.join(run_dir, "config.json")))
-    return config_from_args(explicit, base=with_task_defaults(config_from_args(args)))
+    """fpac_async.cli_args.run_config, resuming the run in --run-dir when --resume is given."""
+    return run_config(parser, args, argv, getattr(args, "run.run_dir") if args.resume else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
