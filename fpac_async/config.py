@@ -212,6 +212,14 @@ def with_task_defaults(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, **changes)
 
 
+def lr_at(cfg: AgentConfig, env_steps: int) -> float:
+    """The learning rate at `env_steps`: cfg.lr_initial during the first cfg.lr_initial_env_steps
+    env steps (the reacher schedule of the paper's Table I), cfg.lr after."""
+    if cfg.lr_initial is not None and env_steps < cfg.lr_initial_env_steps:
+        return float(cfg.lr_initial)
+    return float(cfg.lr)
+
+
 def task_spec(name: str) -> TaskSpec:
     """The preset of a task, or a ConfigError listing the known names."""
     try:

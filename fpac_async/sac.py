@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fpac_async.batch import Batch
-from fpac_async.config import AgentConfig
+from fpac_async.config import AgentConfig, lr_at
 from fpac_async.encoders import make_encoder
 from fpac_async.networks import Actor, TwinCritic
 
@@ -67,8 +67,7 @@ class SAC:
         self.frame_sharing = cfg.encoder == "fpac" and cfg.velocity and hasattr(
             self.encoder, "points")
 
-        lr = cfg.lr_initial if (cfg.lr_initial is not None
-                                and cfg.lr_initial_env_steps > 0) else cfg.lr
+        lr = lr_at(cfg, env_steps=0)
         critic_params = list(self.encoder.parameters()) + list(self.critic.parameters())
         self._actor_params = list(self.actor.parameters())
         self.critic_opt = self._adam(critic_params, lr)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from fpac_async.batch import Batch
-from fpac_async.config import AgentConfig, ReplayConfig
+from fpac_async.config import AgentConfig, ReplayConfig, lr_at
 
 
 class ReplayRatio:
@@ -78,14 +78,6 @@ class _Learner(Protocol):
     def update(self, batch: Batch) -> Dict[str, Tensor]: ...
 
     def set_lr(self, lr: float) -> None: ...
-
-
-def lr_at(cfg: AgentConfig, env_steps: int) -> float:
-    """The learning rate at `env_steps`: cfg.lr_initial during the first cfg.lr_initial_env_steps
-    env steps (the reacher schedule of the paper's Table I), cfg.lr after."""
-    if cfg.lr_initial is not None and env_steps < cfg.lr_initial_env_steps:
-        return float(cfg.lr_initial)
-    return float(cfg.lr)
 
 
 class Trainer:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fpac_async.config import AgentConfig, ReplayConfig
+from fpac_async.config import AgentConfig, ReplayConfig, lr_at
 from fpac_async.sac import SAC
 from learner.replay import Replay
-from learner.trainer import ReplayRatio, Trainer, lr_at
+from learner.trainer import ReplayRatio, Trainer
 
 H = W = 32
 A = 2
