@@ -1,11 +1,12 @@
 """Observation encoders (paper section IV, Fig. 1; DESIGN.md section 1; docs/INTERFACES.md).
 
 `make_encoder(cfg, obs_shape, state_dim)` builds one of:
-- `fpac`: the feature-point bottleneck. Each frame goes through four 3x3 convs and a 1x1 conv to
-  K maps; feature points (x, y, m) per map (eq. 2-3, or eq. 1 for the spatial ablation); the state
-  is [x_t, x_t - x_{t-1}] (6K numbers).
-- `pixels`: the same convs on the channel-stacked frames, then Linear + LayerNorm + tanh
-  (the SAC-from-pixels baseline the paper compares against).
+- `fpac`: the feature-point bottleneck. Each frame goes through four 3x3 convs (SiLU) and a 1x1
+  conv to K maps; feature points (x, y, m) per map (eq. 2-3, or eq. 1 for the spatial ablation);
+  the state is [x_t, x_t - x_{t-1}] (6K numbers). Pixels are scaled to [0, 1] (the authors' / 255).
+- `pixels`: the same convs on the channel-stacked frames, flattened (the SAC-from-pixels baseline
+  the paper compares against; the actor and the critic each put their own Linear + LayerNorm +
+  tanh head on these features, as in SAC-AE).
 - `state`: the DMC low-dimensional state, unchanged (the SAC-state baseline).
 
 Every encoder is an `nn.Module` with `forward(obs, cam=None, state=None) -> [B, out_dim]` and an
@@ -21,26 +22,61 @@ from fpac_async.config import AgentConfig
 from fpac_async.feature_points import separable_feature_points, spatial_softmax_feature_points
 
 
+CONV_STRIDE = 2  # the first conv's stride; the other three are stride 1
+
+
 def conv_output_size(size: int) -> int:
     """Side of the maps after the conv trunk: stride-2 3x3, then three stride-1 3x3, no padding
     (84 -> 41 -> 39 -> 37 -> 35; 32 -> 15 -> 13 -> 11 -> 9)."""
-    out = (size - 3) // 2 + 1 - 3 * 2
+    out = (size - 3) // CONV_STRIDE + 1 - 3 * 2
     if out < 1:
         raise ValueError(f"image side {size} is too small for the conv trunk (needs >= 15)")
     return out
 
 
+def map_cell_centre(j: int) -> int:
+    """The image pixel under the centre of map cell j: the stride-2 conv's cell i sits over pixel
+    2i + 1, and each valid 3x3 conv's cell j over its input's cell j + 1, so 2(j + 3) + 1."""
+    return CONV_STRIDE * (j + 3) + 1
+
+
+def units_per_pixel(size: int) -> float:
+    """How far a feature point moves on its linspace(-1, 1) grid when the image content moves by
+    one pixel along an image side of `size` pixels.
+
+    The M = conv_output_size(size) cells span the 2 units of the grid and sit over image pixels
+    map_cell_centre(0) .. map_cell_centre(M - 1), i.e. CONV_STRIDE * (M - 1) pixels, so one pixel
+    is 2 / (CONV_STRIDE * (M - 1)) units: 1/34 at 84 (not 2/(W - 1) = 2/83, nor the authors'
+    1/42, which leave a static point ~18-19% of the camera's motion as velocity).
+    """
+    cells = conv_output_size(size)
+    if cells == 1:
+        return 0.0  # a single cell: the point cannot move
+    return 2.0 / (CONV_STRIDE * (cells - 1))
+
+
+def init_conv(module: nn.Module) -> None:
+    """Orthogonal weights with the ReLU gain and zero biases on every conv, the 1x1 included (the
+    authors' utils.weight_init). PyTorch's default init leaves the K maps nearly flat, so at
+    start-up the 32 points sat within ~1e-4 of each other on real frames (issue 10)."""
+    if isinstance(module, nn.Conv2d):
+        nn.init.orthogonal_(module.weight, nn.init.calculate_gain("relu"))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def conv_trunk(in_channels: int, channels: int) -> List[nn.Module]:
-    """The four 3x3 convs of the paper's encoder f, each followed by ReLU."""
-    layers: List[nn.Module] = [nn.Conv2d(in_channels, channels, 3, stride=2), nn.ReLU()]
+    """The four 3x3 convs of the paper's encoder f, each followed by SiLU (Table I's Swish; the
+    authors' keypoints_encoder.py)."""
+    layers: List[nn.Module] = [nn.Conv2d(in_channels, channels, 3, stride=CONV_STRIDE), nn.SiLU()]
     for _ in range(3):
-        layers += [nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU()]
+        layers += [nn.Conv2d(channels, channels, 3, stride=1), nn.SiLU()]
     return layers
 
 
 def _normalise(frames: Tensor) -> Tensor:
-    """uint8 pixels -> float in [-0.5, 0.5], keeping the input's memory format (channels_last)."""
-    return frames.to(torch.float32) * (1.0 / 255.0) - 0.5
+    """uint8 pixels -> float in [0, 1] (the authors' / 255), keeping the memory format."""
+    return frames.to(torch.float32) * (1.0 / 255.0)
 
 
 def _check_obs(obs: Tensor, channels: int, height: int, width: int) -> None:
@@ -75,14 +111,15 @@ class FeaturePointEncoder(nn.Module):
         self.camera_offset = cfg.camera_offset
         self.point_dim = 3 if cfg.scalar_feature else 2
         self.out_dim = cfg.num_points * self.point_dim * (2 if cfg.velocity else 1)
-        # A pixel shift (dx, dy) on linspace(-1, 1) grids of W and H points (INTERFACES.md).
-        self.cam_scale_x = 2.0 / (width - 1)
-        self.cam_scale_y = 2.0 / (height - 1)
+        # One image pixel of camera motion in the maps' grid units, per axis (units_per_pixel).
+        self.cam_scale_x = units_per_pixel(width)
+        self.cam_scale_y = units_per_pixel(height)
         self.convs = nn.Sequential(*conv_trunk(3, cfg.conv_channels),
                                    nn.Conv2d(cfg.conv_channels, cfg.num_points, 1))
+        self.convs.apply(init_conv)
 
     def _points_of(self, pixels: Tensor) -> Tensor:
-        """Points [N, K, point_dim] of normalised frames [N, 3, H, W]."""
+        """Absolute points [N, K, point_dim] of normalised frames [N, 3, H, W]."""
         maps = self.convs(pixels)  # [N, K, H', W'], no activation after the 1x1 conv
         if self.spatial:
             fp = spatial_softmax_feature_points(maps, self.temperature)
@@ -90,33 +127,39 @@ class FeaturePointEncoder(nn.Module):
             fp = separable_feature_points(maps, self.temperature)
         if not self.scalar_feature:
             fp = fp[..., :2]
-        if self.relative:
-            # Ablation VI-E: coordinates relative to the mean point; m stays as it is.
-            xy = fp[..., :2]
-            xy = xy - xy.mean(-2, keepdim=True)
-            fp = torch.cat([xy, fp[..., 2:]], -1)
         return fp
 
     @torch.jit.export
     def points(self, frames: Tensor) -> Tensor:
-        """Feature points [B, K, 3] ((x, y, m), or [B, K, 2] without m) of frames uint8 [B,3,H,W]."""
+        """ABSOLUTE feature points [B, K, 3] ((x, y, m), or [B, K, 2] without m) of frames uint8
+        [B, 3, H, W]: what actors cache as the next step's x_{t-1}. Centring (relative) happens
+        in state_from_points, after the velocity."""
         _check_obs(frames, 3, self.height, self.width)
         return self._points_of(_normalise(frames))
 
     @torch.jit.export
     def state_from_points(self, x_t: Tensor, x_prev: Tensor,
                           cam: Optional[Tensor] = None) -> Tensor:
-        """The agent state [B, out_dim] = [x_t, x_t - x_{t-1}] (flattened) from two frames' points.
+        """The agent state [B, out_dim] = [x_t, x_t - x_{t-1}] (flattened) from two frames'
+        absolute points, in the order of the authors' keypoints_encoder.py:
 
-        With camera_offset, the camera's pixel motion `cam` [B, 2] = (dx, dy) is added to the
-        previous points' coordinates first, so a static scene point has zero velocity (Fig. 3).
+        1. camera_offset: the camera's pixel motion `cam` [B, 2] = (dx, dy) (how far static
+           content moved in the image since the previous frame) is added to x_{t-1}'s
+           coordinates, scaled by units_per_pixel, so a static scene point has zero velocity
+           (Fig. 3);
+        2. velocity x_t - x_{t-1} on these absolute points (m included), so a motion shared by
+           all points (the whole body moving) stays in the state;
+        3. relative (VI-E): x_t's x and y minus their mean over the K points; m unchanged.
         """
         if x_t.dim() != 3 or x_t.size(1) != self.num_points or x_t.size(2) != self.point_dim:
             raise ValueError("x_t must be [B, " + str(self.num_points) + ", "
                              + str(self.point_dim) + "]; got " + str(x_t.shape))
-        current = x_t.flatten(1)
+        current = x_t
+        if self.relative:
+            xy = x_t[..., :2]
+            current = torch.cat([xy - xy.mean(1, keepdim=True), x_t[..., 2:]], -1)
         if not self.velocity:
-            return current
+            return current.flatten(1)
         if x_prev.shape != x_t.shape:
             raise ValueError("x_prev must have the shape of x_t " + str(x_t.shape) + "; got "
                              + str(x_prev.shape))
@@ -127,7 +170,7 @@ class FeaturePointEncoder(nn.Module):
                                  device=x_prev.device)
             shift = (cam.to(x_prev.dtype) * scale).unsqueeze(1)  # [B, 1, 2]
             x_prev = torch.cat([x_prev[..., :2] + shift, x_prev[..., 2:]], -1)
-        return torch.cat([current, current - x_prev.flatten(1)], 1)
+        return torch.cat([current.flatten(1), (x_t - x_prev).flatten(1)], 1)
 
     def forward(self, obs: Tensor, cam: Optional[Tensor] = None,
                 state: Optional[Tensor] = None) -> Tensor:
@@ -150,7 +193,12 @@ class FeaturePointEncoder(nn.Module):
 
 
 class PixelEncoder(nn.Module):
-    """SAC-from-pixels baseline: the conv trunk on the stacked frames, Linear, LayerNorm, tanh."""
+    """SAC-from-pixels baseline: the conv trunk on the stacked frames, flattened.
+
+    As in SAC-AE, the Linear+LayerNorm+tanh heads on these conv features belong to the critic
+    (trained with the convs by the critic loss) and to the actor (its own head, trained by the
+    actor loss on the detached conv output): see networks.feature_head and sac.py.
+    """
 
     def __init__(self, cfg: AgentConfig, obs_shape: Tuple[int, int, int]):
         super().__init__()
@@ -160,18 +208,17 @@ class PixelEncoder(nn.Module):
         self.channels = channels
         self.height = height
         self.width = width
-        self.out_dim = cfg.pixels_feature_dim
-        flat = cfg.conv_channels * conv_output_size(height) * conv_output_size(width)
+        self.out_dim = cfg.conv_channels * conv_output_size(height) * conv_output_size(width)
         self.convs = nn.Sequential(*conv_trunk(channels, cfg.conv_channels))
-        self.head = nn.Sequential(nn.Linear(flat, cfg.pixels_feature_dim),
-                                  nn.LayerNorm(cfg.pixels_feature_dim), nn.Tanh())
+        self.convs.apply(init_conv)
 
     def forward(self, obs: Tensor, cam: Optional[Tensor] = None,
                 state: Optional[Tensor] = None) -> Tensor:
+        """Conv features [B, out_dim] of stacked observations uint8 [B, 3S, H, W]."""
         _check_obs(obs, self.channels, self.height, self.width)
         h = self.convs(_normalise(obs))
         # reshape, not view: a channels_last activation is not view-compatible with flatten.
-        return self.head(h.reshape(h.size(0), -1))
+        return h.reshape(h.size(0), -1)
 
 
 class StateEncoder(nn.Module):

@@ -3,11 +3,16 @@
 Both are MLPs with cfg.hidden_layers hidden layers of cfg.hidden_dim units and Swish (SiLU)
 activations (Table I) on top of the encoder's features.
 
-Choices (documented because the paper does not fix them):
+Choices (documented because the paper does not fix them; docs/FIDELITY.md):
 - Initialisation: orthogonal weights and zero biases on every linear layer, as in SAC-AE and DrQ
-  (`weight_init`), the code bases FPAC builds on.
-- log-std bound: the tanh rescale of SAC-AE/DrQ, log_std = min + (max - min) * (tanh(u) + 1) / 2,
-  rather than a hard clamp: the bound is smooth, so the gradient never vanishes at the edges.
+  (`weight_init`). The authors' MLPs keep PyTorch's default init with the last layer drawn from
+  U(-3e-3, 3e-3).
+- log-std bound (cfg.log_std_bound): 'clamp', the authors' hard clamp to [min, max] (default), or
+  'tanh', the SAC-AE/DrQ rescale log_std = min + (max - min) * (tanh(u) + 1) / 2, whose gradient
+  never vanishes at the edges.
+- SAC from pixels (head_dim > 0): actor and critic each own a Linear + LayerNorm + tanh head on
+  the shared conv features (SAC-AE); the actor's sees them detached, so the actor loss trains its
+  head and the critic loss trains the critic's head and the convs.
 - Twin critic: the two Q networks are one "ensemble" MLP whose weights are stacked [2, in, out] and
   evaluated with one batched matmul per layer (torch.baddbmm): half the kernel launches of two
   separate MLPs, which matters at thousands of updates per second. Each member is initialised
@@ -34,6 +39,15 @@ def orthogonal_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def feature_head(in_dim: int, out_dim: int) -> nn.Module:
+    """Linear + LayerNorm + tanh (SAC-AE's encoder head), or Identity when out_dim is 0."""
+    if out_dim <= 0:
+        return nn.Identity()
+    head = nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.Tanh())
+    head.apply(orthogonal_init)
+    return head
+
+
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int) -> nn.Sequential:
     """in_dim -> hidden_layers x (Linear(hidden_dim), SiLU) -> Linear(out_dim)."""
     layers: List[nn.Module] = []
@@ -51,21 +65,29 @@ class Actor(nn.Module):
     """The tanh-Gaussian policy pi(a | s): a = tanh(mu + sigma * eps), eps ~ N(0, I)."""
 
     def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, hidden_layers: int,
-                 log_std_min: float, log_std_max: float):
+                 log_std_min: float, log_std_max: float, log_std_bound: str = "clamp",
+                 head_dim: int = 0):
         super().__init__()
         if not log_std_min < log_std_max:
             raise ValueError(f"log_std_min ({log_std_min}) must be < log_std_max ({log_std_max})")
+        if log_std_bound not in ("clamp", "tanh"):
+            raise ValueError(f"log_std_bound must be 'clamp' or 'tanh'; got {log_std_bound!r}")
         self.action_dim = action_dim
         self.log_std_min = float(log_std_min)
         self.log_std_max = float(log_std_max)
-        self.trunk = mlp(feature_dim, hidden_dim, 2 * action_dim, hidden_layers)
+        self.tanh_log_std = log_std_bound == "tanh"
+        self.head = feature_head(feature_dim, head_dim)
+        self.trunk = mlp(head_dim or feature_dim, hidden_dim, 2 * action_dim, hidden_layers)
 
     def forward(self, features: Tensor) -> Tuple[Tensor, Tensor]:
         """(mean, log_std) of the pre-tanh Gaussian, each [B, A]."""
-        mean, raw = self.trunk(features).chunk(2, dim=-1)
-        # tanh rescale into [log_std_min, log_std_max] (SAC-AE/DrQ), see the module docstring.
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
-            torch.tanh(raw) + 1.0)
+        mean, raw = self.trunk(self.head(features)).chunk(2, dim=-1)
+        if self.tanh_log_std:
+            # tanh rescale into [log_std_min, log_std_max] (SAC-AE/DrQ).
+            log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
+                torch.tanh(raw) + 1.0)
+        else:
+            log_std = raw.clamp(self.log_std_min, self.log_std_max)  # the authors' sac.py
         return mean, log_std
 
     @torch.jit.export
@@ -121,10 +143,11 @@ class TwinCritic(nn.Module):
     """Clipped double Q: two Q(s, a) MLPs on [features, action], evaluated together."""
 
     def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, hidden_layers: int,
-                 num_q: int = 2):
+                 num_q: int = 2, head_dim: int = 0):
         super().__init__()
+        self.head = feature_head(feature_dim, head_dim)  # one head shared by the num_q members
         layers: List[nn.Module] = []
-        width = feature_dim + action_dim
+        width = (head_dim or feature_dim) + action_dim
         for _ in range(hidden_layers):
             layers += [EnsembleLinear(num_q, width, hidden_dim), nn.SiLU()]
             width = hidden_dim
@@ -137,5 +160,6 @@ class TwinCritic(nn.Module):
         if features.shape[0] != action.shape[0]:
             raise ValueError(f"features {tuple(features.shape)} and action "
                              f"{tuple(action.shape)} disagree on the batch size")
+        features = self.head(features)
         x = torch.cat([features, action.to(features.dtype)], dim=-1)
         return self.net(x).squeeze(-1)

@@ -2,19 +2,25 @@
 
 `SAC.update(batch) -> metrics` does one gradient step: no I/O, no logging, and no host-device
 sync (metrics are 0-d tensors the caller may read whenever it likes; the update counter is a
-Python int). Structure follows SAC-AE / DrQ:
+Python int). Structure follows SAC-AE / DrQ and the authors' fpac.py:
 
-- encoder (trained by the critic loss only), actor, twin critic; a target critic with its OWN
-  target encoder, both Polyak-averaged with rate tau every cfg.target_update_every updates;
+- encoder (trained by the critic loss only), actor, twin critic and a target critic,
+  Polyak-averaged with rate tau every cfg.target_update_every updates;
+- TD targets (cfg.target_encoder): by default, as in the authors' code, the target critic reads
+  the ONLINE encoder's features of s' (their target encoder is updated but never read), so no
+  target encoder exists; with cfg.target_encoder a Polyak-averaged copy of the encoder computes
+  them (SAC-AE / DrQ);
 - the actor and the temperature see DETACHED features (DESIGN.md: "only the critic loss trains
   the encoder"), and are updated every cfg.actor_update_every updates;
 - the actor reuses the features computed for the critic step, detached (as in DrQ-v2), rather
-  than encoding the observations a second time.
+  than encoding the observations a second time (the authors re-encode after the critic step);
+- SAC from pixels: the encoder is the conv trunk; actor and critic each own a Linear+LayerNorm+
+  tanh head (networks.feature_head), the actor's trained by the actor loss (SAC-AE).
 
 Frame sharing (fpac encoder with the velocity term): s = (o_{t-1}, o_t) and s' = (o_t, o_{t+1})
 share o_t, so the online encoder computes points of o_{t-1}, o_t (with gradient) and o_{t+1}
-(without) once each, and the target encoder those of o_t, o_{t+1}: 5 frame passes instead of 6,
-and backward through 2 frames per sample. This relies on the replay building s' from the same
+(without) once each: 3 frame passes instead of 4 (a target encoder adds o_t, o_{t+1}), and
+backward through 2 frames per sample. This relies on the replay building s' from the same
 frame sequence as s (docs/INTERFACES.md); `Batch.validate(check_overlap=True)` checks it.
 """
 from __future__ import annotations
@@ -48,16 +54,16 @@ class SAC:
         self.channels_last = bool(channels_last)
         self.encoder = make_encoder(cfg, obs_shape, state_dim).to(self.device)
         feature_dim = int(self.encoder.out_dim)
+        head_dim = int(cfg.pixels_feature_dim) if cfg.encoder == "pixels" else 0
         self.actor = Actor(feature_dim, self.action_dim, cfg.hidden_dim, cfg.hidden_layers,
-                           cfg.log_std_min, cfg.log_std_max).to(self.device)
+                           cfg.log_std_min, cfg.log_std_max, cfg.log_std_bound,
+                           head_dim=head_dim).to(self.device)
         self.critic = TwinCritic(feature_dim, self.action_dim, cfg.hidden_dim,
-                                 cfg.hidden_layers).to(self.device)
+                                 cfg.hidden_layers, head_dim=head_dim).to(self.device)
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
-        self.target_encoder = copy.deepcopy(self.encoder)
-        self.critic_target = copy.deepcopy(self.critic)
-        for p in list(self.target_encoder.parameters()) + list(self.critic_target.parameters()):
-            p.requires_grad_(False)
+        self.target_encoder = self._frozen_copy(self.encoder) if cfg.target_encoder else None
+        self.critic_target = self._frozen_copy(self.critic)
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), device=self.device,
                                       requires_grad=True)
         self.target_entropy = (float(cfg.target_entropy) if cfg.target_entropy is not None
@@ -74,10 +80,19 @@ class SAC:
         self.actor_opt = self._adam(self._actor_params, lr)
         self.alpha_opt = self._adam([self.log_alpha], lr)
         # Flat lists for the Polyak step: one torch._foreach_lerp_ over all target tensors.
-        self._online = critic_params
-        self._target = (list(self.target_encoder.parameters())
-                        + list(self.critic_target.parameters()))
+        self._online = list(self.critic.parameters())
+        self._target = list(self.critic_target.parameters())
+        if self.target_encoder is not None:
+            self._online = list(self.encoder.parameters()) + self._online
+            self._target = list(self.target_encoder.parameters()) + self._target
         self.num_updates = 0
+
+    @staticmethod
+    def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
+        target = copy.deepcopy(module)
+        for p in target.parameters():
+            p.requires_grad_(False)
+        return target
 
     def _adam(self, params: List[Tensor], lr: float) -> torch.optim.Adam:
         # Fused Adam on CUDA (one kernel for all tensors), multi-tensor foreach elsewhere.
@@ -99,7 +114,8 @@ class SAC:
 
     # ----------------------------------------------------------------------------- features
     def encode_pair(self, batch: Batch) -> Tuple[Tensor, Tensor, Tensor]:
-        """(features of s with gradient, online features of s' without, target features of s').
+        """(features of s with gradient, online features of s' without, features of s' for the
+        target critic: the target encoder's with cfg.target_encoder, else the online ones).
 
         All [B, out_dim] in float32 (or bf16 under amp). See the module docstring for the frame
         sharing of the fpac encoder.
@@ -120,6 +136,8 @@ class SAC:
             features = enc(obs, batch.cam, batch.state)
             with torch.no_grad():
                 next_features = enc(next_obs, batch.next_cam, batch.next_state)
+        if self.target_encoder is None:
+            return features, next_features, next_features
         with torch.no_grad():
             target_features = self.target_encoder(next_obs, batch.next_cam, batch.next_state)
         return features, next_features, target_features
@@ -142,17 +160,19 @@ class SAC:
 
     def actor_alpha_loss(self, features: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Actor loss E[alpha log pi(a|s) - min_i Q_i(s, a)] plus temperature loss
-        E[alpha (-log pi(a|s) - target_entropy)] on DETACHED features (no encoder gradient).
+        E[log alpha (-log pi(a|s) - target_entropy)] on DETACHED features (no encoder gradient;
+        a pixels actor's own head does get the actor loss's gradient).
 
-        The temperature gradient is alpha (H - target): alpha falls while the entropy H exceeds
-        the target and rises while it is below.
+        The temperature loss is on log alpha, as in the authors' sac.py, so its gradient is
+        H - target (not alpha (H - target) as in SAC-AE/DrQ): log alpha falls while the entropy
+        H exceeds the target and rises while it is below.
         """
         features = features.detach()
         action, log_prob = self.actor.sample(features)
         q = self.critic(features, action).float().min(0).values
         actor_loss = (self.alpha * log_prob - q).mean()
         entropy = -log_prob.detach()
-        alpha_loss = (self.log_alpha.exp() * (entropy - self.target_entropy)).mean()
+        alpha_loss = (self.log_alpha * (entropy - self.target_entropy)).mean()
         metrics = {"actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(),
                    "log_prob": log_prob.detach().mean(), "entropy": entropy.mean()}
         return actor_loss + alpha_loss, metrics
@@ -189,7 +209,8 @@ class SAC:
 
     @torch.no_grad()
     def update_targets(self, tau: float) -> None:
-        """Polyak: target <- target + tau * (online - target), for target encoder and critic."""
+        """Polyak: target <- target + tau * (online - target), for the target critic (and the
+        target encoder, with cfg.target_encoder)."""
         torch._foreach_lerp_(self._target, self._online, tau)
 
     # ----------------------------------------------------------------------------- acting
@@ -211,23 +232,28 @@ class SAC:
 
     # ---------------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
-        return {
-            "encoder": self.encoder.state_dict(), "target_encoder": self.target_encoder.state_dict(),
-            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
+        """Everything a resumed learner needs; "target_encoder" only with cfg.target_encoder."""
+        state = {
+            "encoder": self.encoder.state_dict(), "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
             "log_alpha": self.log_alpha.detach().clone(),
             "critic_opt": self.critic_opt.state_dict(), "actor_opt": self.actor_opt.state_dict(),
             "alpha_opt": self.alpha_opt.state_dict(), "num_updates": self.num_updates,
         }
+        if self.target_encoder is not None:
+            state["target_encoder"] = self.target_encoder.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        missing = sorted({"encoder", "target_encoder", "actor", "critic", "critic_target",
-                          "log_alpha", "critic_opt", "actor_opt", "alpha_opt",
-                          "num_updates"} - set(state))
+        """Load a state_dict. A stored target encoder is ignored without cfg.target_encoder; with
+        it, a state that has none (saved without the setting) starts it from the online encoder."""
+        missing = sorted({"encoder", "actor", "critic", "critic_target", "log_alpha",
+                          "critic_opt", "actor_opt", "alpha_opt", "num_updates"} - set(state))
         if missing:
             raise ValueError(f"SAC state_dict is missing keys {missing}")
         self.encoder.load_state_dict(state["encoder"])
-        self.target_encoder.load_state_dict(state["target_encoder"])
+        if self.target_encoder is not None:
+            self.target_encoder.load_state_dict(state.get("target_encoder", state["encoder"]))
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])

@@ -5,12 +5,15 @@ import json
 import pytest
 
 from fpac_async import config as C
-from fpac_async.cli_args import SECTIONS, add_config_args, config_from_args, field_docs
+from fpac_async.cli_args import (SECTIONS, add_config_args, config_from_args, field_docs,
+                                 run_config)
 
 
 def test_table1_defaults():
     a = C.AgentConfig()
-    assert (a.hidden_layers, a.hidden_dim, a.lr, a.batch_size) == (2, 1024, 1e-3, 128)
+    assert (a.hidden_layers, a.hidden_dim, a.lr, a.batch_size) == (2, 1024, 3e-4, 128)
+    assert (a.relative, a.camera_offset, a.target_encoder) == (True, False, False)
+    assert (a.log_std_min, a.log_std_max, a.log_std_bound) == (-10.0, 2.0, "clamp")
     assert (a.tau, a.target_update_every, a.actor_update_every) == (0.01, 2, 2)
     assert (a.init_temperature, a.gamma, a.num_points, a.fp_temperature) == (0.1, 0.99, 32, 0.5)
     r = C.ReplayConfig()
@@ -43,18 +46,33 @@ def test_resolve_fills_preset_values_and_validates():
     assert (tiny.env.backend, tiny.env.image_size, tiny.env.episode_control_steps) == ("numpy", 32, 50)
     with pytest.raises(C.ConfigError, match="agent.softmax"):
         C.resolve(C.RunConfig(agent=C.AgentConfig(softmax="full")))
-    with pytest.raises(C.ConfigError, match="relative and agent.camera_offset"):
-        C.resolve(C.RunConfig(agent=C.AgentConfig(relative=True, camera_offset=True)))
+    with pytest.raises(C.ConfigError, match="agent.log_std_bound"):
+        C.resolve(C.RunConfig(agent=C.AgentConfig(log_std_bound="soft")))
+    # Relative points and the camera offset combine (the authors' defaults on cheetah/walker).
+    both = C.AgentConfig(relative=True, camera_offset=True)
+    assert C.resolve(C.RunConfig(agent=both, env=C.EnvConfig(task="cheetah_run"))).agent == both
     with pytest.raises(C.ConfigError, match="multiple of env.action_repeat"):
         C.resolve(C.RunConfig(env=C.EnvConfig(action_repeat=7)))
 
 
 def test_save_load_round_trip(tmp_path):
-    cfg = C.RunConfig(agent=C.AgentConfig(num_points=8, relative=True, lr_initial=3e-4),
+    cfg = C.RunConfig(agent=C.AgentConfig(num_points=8, relative=False, lr_initial=3e-4,
+                                          target_encoder=True, log_std_bound="tanh"),
                       env=C.EnvConfig(task="reacher_easy"), env_steps=1234, seed=7)
     path = tmp_path / "config.json"
     C.save_config(cfg, str(path))
     assert C.load_config(str(path)) == cfg
+    assert C.from_dict(C.RunConfig, C.to_dict(cfg)) == cfg
+
+
+def test_older_config_without_new_keys_takes_their_defaults(tmp_path):
+    # A config.json written before target_encoder and log_std_bound existed.
+    data = C.to_dict(C.RunConfig(agent=C.AgentConfig(num_points=8)))
+    del data["agent"]["target_encoder"], data["agent"]["log_std_bound"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    agent = C.load_config(str(path)).agent
+    assert (agent.num_points, agent.target_encoder, agent.log_std_bound) == (8, False, "clamp")
 
 
 def test_load_rejects_corrupt_and_unknown(tmp_path):
@@ -99,5 +117,69 @@ def test_task_defaults_give_the_tiny_task_a_small_agent():
     tiny = C.with_task_defaults(C.RunConfig(env=C.EnvConfig(task="point_reach")))
     assert (tiny.agent.num_points, tiny.agent.hidden_dim, tiny.agent.batch_size) == (16, 256, 64)
     assert tiny.replay.initial_random_steps == 500 and tiny.agent.lr == 1e-3
-    dmc = C.RunConfig(env=C.EnvConfig(task="walker_walk"))
-    assert C.with_task_defaults(dmc) == dmc  # Table I everywhere else
+    assert tiny.agent.relative is False  # the reward is one dot's absolute position
+    static = C.RunConfig(env=C.EnvConfig(task="cartpole_swingup"))
+    assert C.with_task_defaults(static) == static  # the dataclass defaults are the authors'
+
+
+# Hand-written from the authors' train.py and Table I (not derived from TASK_DEFAULTS):
+# (lr, lr_initial, lr_initial_env_steps, relative, camera_offset on dmc).
+R, A, CAM = (3e-4, 1e-3, 200_000), (3e-4, None, 0), True
+EXPECTED = {
+    "cartpole_swingup": (*A, True, False), "reacher_easy": (*R, True, False),
+    "cheetah_run": (*A, True, CAM), "finger_spin": (*A, True, False),
+    "ball_in_cup_catch": (*A, False, False), "walker_walk": (*A, True, CAM),
+    "hopper_hop": (*A, True, CAM), "hopper_stand": (*A, True, CAM),
+    "pendulum_swingup": (*A, True, False), "reacher_hard": (*R, True, False),
+    "walker_run": (*A, True, CAM), "walker_stand": (*A, True, CAM),
+    "cartpole_balance": (*A, True, False), "cartpole_balance_sparse": (*A, True, False),
+    "cartpole_swingup_sparse": (*A, True, False), "quadruped_walk": (*A, True, False),
+    "quadruped_run": (*A, True, False), "point_reach": (1e-3, None, 0, False, False),
+}
+
+
+def cli_config(argv: list[str]) -> C.RunConfig:
+    """What fpac-train / fpac-learner run for argv: task defaults under the flags, resolved."""
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    return C.resolve(run_config(parser, parser.parse_args(argv), argv))
+
+
+def agent_row(cfg: C.RunConfig) -> tuple:
+    a = cfg.agent
+    return a.lr, a.lr_initial, a.lr_initial_env_steps, a.relative, a.camera_offset
+
+
+@pytest.mark.parametrize("task", sorted(EXPECTED))
+def test_each_tasks_resolved_defaults(task):
+    assert set(EXPECTED) == set(C.TASKS)
+    cfg = cli_config(["--task", task])
+    assert agent_row(cfg) == EXPECTED[task]
+    assert (cfg.agent.target_encoder, cfg.agent.log_std_bound) == (False, "clamp")
+    assert cfg.agent.hidden_layers == 2
+    if C.TASKS[task].backend == "dmc":
+        # envpool reports no camera motion: the camera-offset default stays off there.
+        on_envpool = cli_config(["--task", task, "--backend", "envpool"])
+        assert agent_row(on_envpool) == EXPECTED[task][:4] + (False,)
+
+
+def test_flags_override_task_defaults():
+    cfg = cli_config(["--task", "walker_walk", "--no-camera-offset", "--no-relative",
+                      "--lr", "1e-4", "--target-encoder", "--log-std-bound", "tanh"])
+    assert (cfg.agent.camera_offset, cfg.agent.relative, cfg.agent.lr) == (False, False, 1e-4)
+    assert (cfg.agent.target_encoder, cfg.agent.log_std_bound) == (True, "tanh")
+    cfg = cli_config(["--task", "reacher_hard", "--lr-initial-env-steps", "0"])
+    assert cfg.agent.lr_initial_env_steps == 0 and C.lr_at(cfg.agent, 0) == 3e-4
+    cfg = cli_config(["--task", "reacher_easy"])
+    assert [C.lr_at(cfg.agent, s) for s in (0, 199_999, 200_000)] == [1e-3, 1e-3, 3e-4]
+    cfg = cli_config(["--task", "cartpole_swingup", "--camera-offset"])  # zeros: harmless
+    assert cfg.agent.camera_offset is True
+
+
+def test_camera_offset_on_envpool_is_refused():
+    with pytest.raises(C.ConfigError, match="camera_offset.*envpool reports zero offsets"):
+        cli_config(["--task", "cheetah_run", "--backend", "envpool", "--camera-offset"])
+    with pytest.raises(C.ConfigError, match="camera_offset"):
+        C.resolve(C.RunConfig(agent=C.AgentConfig(camera_offset=True),
+                              env=C.EnvConfig(task="walker_walk", backend="envpool")))
+    assert C.resolve(C.RunConfig(env=C.EnvConfig(task="cheetah_run", backend="envpool")))

@@ -1,11 +1,14 @@
-"""Encoders: shapes for every option, state assembly by hand, camera offset, TorchScript."""
+"""Encoders: shapes for every option, state assembly by hand (relative points, camera offset),
+conv geometry, init, TorchScript. Tests on rendered DMC frames are in test_fidelity.py."""
 import itertools
 
 import pytest
 import torch
+from torch import nn
 
 from fpac_async.config import AgentConfig
-from fpac_async.encoders import conv_output_size, make_encoder
+from fpac_async.encoders import (conv_output_size, make_encoder, map_cell_centre,
+                                 units_per_pixel)
 
 K = 4
 
@@ -51,34 +54,124 @@ def test_fpac_output_shape_for_every_option(softmax, scalar, velocity, relative,
     assert enc.points(random_obs(3, 32, 40)[:, 3:]).shape == (3, K, 3 if scalar else 2)
 
 
-def test_relative_points_have_zero_mean_and_keep_m():
+def test_points_are_absolute_whatever_relative_says():
     obs = random_obs(5)
     rel = seeded(small_cfg(relative=True)).points(obs[:, 3:])
     absolute = seeded(small_cfg(relative=False)).points(obs[:, 3:])
-    torch.testing.assert_close(rel[..., :2].mean(1), torch.zeros(5, 2), atol=1e-6, rtol=0)
-    torch.testing.assert_close(rel[..., :2], absolute[..., :2] - absolute[..., :2].mean(1, True))
-    torch.testing.assert_close(rel[..., 2], absolute[..., 2])
+    torch.testing.assert_close(rel, absolute, rtol=0, atol=0)
+    assert rel[..., :2].mean(1).abs().max() > 1e-4  # not centred: actors cache these
+
+
+def two_point_case():
+    """K = 2, hand-made: every point moves by (+0.1, -0.05); point 1's m drops 0.6 -> 0.5."""
+    x_prev = torch.tensor([[[-0.5, 0.2, 0.3], [0.1, -0.4, 0.6]]])
+    x_t = torch.tensor([[[-0.4, 0.15, 0.3], [0.2, -0.45, 0.5]]])
+    return x_prev, x_t
+
+
+def test_relative_velocity_keeps_the_motion_shared_by_all_points():
+    # Authors' order: velocity on absolute points, THEN centre x_t. x_t's mean is (-0.1, -0.15),
+    # so centred x_t = [(-0.3, 0.3), (0.3, -0.3)]; the velocity keeps the shared (+0.1, -0.05).
+    # (Centring each frame before the velocity would make the x, y velocities all zero.)
+    enc = seeded(small_cfg(num_points=2, relative=True))
+    x_prev, x_t = two_point_case()
+    state = enc.state_from_points(x_t, x_prev)
+    expected = torch.tensor([[-0.3, 0.3, 0.3, 0.3, -0.3, 0.5,
+                              0.1, -0.05, 0.0, 0.1, -0.05, -0.1]])
+    torch.testing.assert_close(state, expected, rtol=0, atol=1e-6)
+    # Without the velocity term the state is the centred x_t alone.
+    enc = seeded(small_cfg(num_points=2, relative=True, velocity=False))
+    torch.testing.assert_close(enc.state_from_points(x_t, x_prev), expected[:, :6],
+                               rtol=0, atol=1e-6)
+    # Absolute points: x_t as it is.
+    enc = seeded(small_cfg(num_points=2, relative=False))
+    torch.testing.assert_close(enc.state_from_points(x_t, x_prev)[:, :6], x_t.flatten(1))
+
+
+def test_relative_with_camera_offset_compensates_then_centres():
+    # 32 x 32 images: 9 map cells over pixels 7..23, so one pixel is 2 / 16 = 1/8 unit.
+    # The camera moved so that static content shifted by (+0.8, -0.4) pixels = (+0.1, -0.05)
+    # units: exactly the points' motion, so every velocity but m's is zero.
+    enc = seeded(small_cfg(num_points=2, relative=True, camera_offset=True))
+    x_prev, x_t = two_point_case()
+    state = enc.state_from_points(x_t, x_prev, torch.tensor([[0.8, -0.4]]))
+    expected = torch.tensor([[-0.3, 0.3, 0.3, 0.3, -0.3, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, -0.1]])
+    torch.testing.assert_close(state, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("softmax", ["separable", "spatial"])
-def test_state_is_points_and_velocity_by_hand(softmax):
-    enc = seeded(small_cfg(softmax=softmax))
+@pytest.mark.parametrize("relative", [False, True])
+def test_state_is_points_and_velocity_by_hand(softmax, relative):
+    enc = seeded(small_cfg(softmax=softmax, relative=relative))
     obs = random_obs(4)
     x_t = enc.points(obs[:, 3:])  # newest frame: channels [-3:]
     x_prev = enc.points(obs[:, :3])
-    expected = torch.cat([x_t.flatten(1), (x_t - x_prev).flatten(1)], 1)
+    shown = x_t.clone()
+    if relative:
+        shown[..., :2] -= x_t[..., :2].mean(1, keepdim=True)
+    expected = torch.cat([shown.flatten(1), (x_t - x_prev).flatten(1)], 1)
     torch.testing.assert_close(enc(obs), expected)
     assert not torch.allclose(x_t, x_prev)  # the frames differ, so the test can fail
 
 
 def test_without_velocity_state_is_newest_points():
-    enc = seeded(small_cfg(velocity=False))
+    enc = seeded(small_cfg(velocity=False, relative=False))
     obs = random_obs(2)
     torch.testing.assert_close(enc(obs), enc.points(obs[:, 3:]).flatten(1))
 
 
+def test_map_geometry_hand_computed():
+    # Stride-2 3x3 conv: cell i over pixel 2i + 1; each valid 3x3 conv: cell j over cell j + 1.
+    assert [map_cell_centre(j) for j in (0, 1, 34)] == [7, 9, 75]
+    assert units_per_pixel(84) == pytest.approx(1 / 34)  # 35 cells over 68 pixels = 2 units
+    assert units_per_pixel(32) == pytest.approx(1 / 8)  # 9 cells over pixels 7..23
+    assert units_per_pixel(40) == pytest.approx(1 / 12)  # 13 cells over pixels 7..31
+
+
+def probe_encoder(size: int):
+    """An fpac encoder (K = 1) whose map is the red channel, read at each cell's centre tap:
+    every 3x3 conv passes channel 0 through its centre weight only, so cell j reads exactly
+    pixel map_cell_centre(j), and a large 1x1 weight makes the softmax pick the brightest cell."""
+    enc = seeded(small_cfg(num_points=1, camera_offset=True, relative=False),
+                 (6, size, size))
+    with torch.no_grad():
+        for conv in [m for m in enc.convs if isinstance(m, nn.Conv2d)]:
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[0, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = 1.0
+        enc.convs[-1].weight[0, 0] = 1e4
+    return enc
+
+
+def stripe(size: int, col: int, row: int) -> torch.Tensor:
+    """Frame uint8 [1, 3, size, size]: red column `col` and red row `row` on black."""
+    frame = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+    frame[0, 0, :, col] = 255
+    frame[0, 0, row, :] = 255
+    return frame
+
+
+@pytest.mark.parametrize("size", [84, 32])
+def test_conv_geometry_and_camera_scale_on_shifted_images(size):
+    # A red line over pixel map_cell_centre(j) puts the point on grid value j of the maps'
+    # linspace(-1, 1, M); shifting the image by (dx, dy) pixels moves the point by
+    # units_per_pixel * (dx, dy), which the camera offset cancels exactly.
+    cells = conv_output_size(size)
+    enc = probe_encoder(size)
+    grid = torch.linspace(-1, 1, cells)
+    j_x, j_y, dx, dy = 2, cells - 3, 6, -4  # pixel shifts of 3 and -2 cells
+    prev = enc.points(stripe(size, map_cell_centre(j_x), map_cell_centre(j_y)))
+    now = enc.points(stripe(size, map_cell_centre(j_x) + dx, map_cell_centre(j_y) + dy))
+    torch.testing.assert_close(prev[0, 0, :2], torch.stack([grid[j_x], grid[j_y]]),
+                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(now[0, 0, :2] - prev[0, 0, :2],
+                               torch.tensor([dx, dy]) * units_per_pixel(size), rtol=0, atol=1e-5)
+    velocity = enc.state_from_points(now, prev, torch.tensor([[float(dx), float(dy)]]))[0, 3:5]
+    torch.testing.assert_close(velocity, torch.zeros(2), rtol=0, atol=1e-5)
+
+
 def test_camera_offset_shifts_previous_points_exactly():
-    # 40 wide, 32 high: a pixel is 2/39 in x and 2/31 in y.
+    # 40 wide, 32 high: a pixel is 1/12 unit in x (13 cells) and 1/8 in y (9 cells).
     enc = seeded(small_cfg(camera_offset=True), (6, 32, 40))
     x_t = torch.zeros(2, K, 3)
     x_prev = torch.zeros(2, K, 3)
@@ -86,8 +179,8 @@ def test_camera_offset_shifts_previous_points_exactly():
     cam = torch.tensor([[3.0, -2.0], [0.0, 1.5]])
     state = enc.state_from_points(x_t, x_prev, cam)
     velocity = state[:, 3 * K:].view(2, K, 3)
-    expected = torch.tensor([[-3.0 * 2 / 39, 2.0 * 2 / 31, -0.25],
-                             [0.0, -1.5 * 2 / 31, -0.25]])
+    expected = torch.tensor([[-3.0 / 12, 2.0 / 8, -0.25],
+                             [0.0, -1.5 / 8, -0.25]])
     torch.testing.assert_close(velocity, expected[:, None, :].expand(2, K, 3))
     # No cam means no shift; the forward pass applies the same shift as state_from_points.
     torch.testing.assert_close(enc.state_from_points(x_t, x_prev)[:, 3 * K:].view(2, K, 3)[..., 0],
@@ -140,13 +233,43 @@ def test_gradient_reaches_conv_weights():
     assert enc.convs[0].weight.grad.abs().sum() > 0
 
 
-def test_pixels_encoder_shape_and_range():
+def test_pixels_encoder_is_the_flattened_conv_trunk():
+    # The Linear+LayerNorm+tanh heads belong to the actor and the critic (test_sac.py).
     enc = seeded(small_cfg(encoder="pixels"), (6, 84, 84))
-    out = enc(random_obs(2, 84, 84))
-    assert enc.out_dim == 16 and out.shape == (2, 16)
-    assert out.abs().max() < 1.0  # tanh head
+    obs = random_obs(2, 84, 84)
+    out = enc(obs)
+    assert enc.out_dim == 8 * 35 * 35 and out.shape == (2, 8 * 35 * 35)
     assert enc.convs[0].in_channels == 6
-    assert enc.head[0].in_features == 8 * 35 * 35
+    torch.testing.assert_close(out, enc.convs(obs.float() / 255).flatten(1))
+
+
+@pytest.mark.parametrize("encoder", ["fpac", "pixels"])
+def test_convs_silu_orthogonal_relu_gain_zero_bias(encoder):
+    # The authors' keypoints_encoder.py: SiLU after each 3x3 conv, none after the 1x1;
+    # utils.weight_init: orthogonal (gain sqrt(2)) and zero bias on every conv, 1x1 included.
+    enc = seeded(small_cfg(encoder=encoder, num_points=8), (6, 32, 32))
+    layers = list(enc.convs)
+    convs = [m for m in layers if isinstance(m, nn.Conv2d)]
+    assert len(convs) == (5 if encoder == "fpac" else 4)
+    for conv in convs[:4]:
+        assert isinstance(layers[layers.index(conv) + 1], nn.SiLU)
+    if encoder == "fpac":
+        assert layers[-1] is convs[-1] and convs[-1].kernel_size == (1, 1)
+    for conv in convs:
+        w = conv.weight.detach().flatten(1)  # [out, in * k * k], rows orthogonal when out <= in
+        rows = min(w.shape)
+        gram = w @ w.t() if w.shape[0] <= w.shape[1] else w.t() @ w
+        torch.testing.assert_close(gram, 2.0 * torch.eye(rows), rtol=0, atol=1e-5)
+        assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_pixels_are_scaled_to_unit_range():
+    # The authors' obs / 255 (not / 255 - 0.5): 0 -> 0.0, 255 -> 1.0, 51 -> 0.2.
+    enc = seeded(small_cfg(relative=False))
+    for value in (0, 51, 255):
+        frame = torch.full((1, 3, 32, 32), value, dtype=torch.uint8)
+        torch.testing.assert_close(enc.points(frame),
+                                   enc._points_of(torch.full((1, 3, 32, 32), value / 255)))
 
 
 def test_state_encoder_passes_state_through():

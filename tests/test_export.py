@@ -44,14 +44,33 @@ def test_script_equals_eager(encoder):
     assert not torch.equal(sto, det)  # the stochastic path really samples
 
 
-def test_act_from_cached_points_equals_forward():
-    scripted = export_policy(make_sac(camera_offset=True))
+@pytest.mark.parametrize("relative", [True, False])
+def test_act_from_cached_points_equals_forward(relative):
+    # points() are absolute (what actors cache); state_from_points centres x_t when relative.
+    scripted = export_policy(make_sac(camera_offset=True, relative=relative))
     obs, cam, _ = inputs()
     x_prev = scripted.points(obs[:, :3].contiguous())  # cached from the previous step
     x_t = scripted.points(obs[:, 3:].contiguous())
     assert x_t.shape == (N, 4, 3)
     torch.testing.assert_close(scripted.act_from_points(x_t, x_prev, True, cam),
                                scripted(obs, True, cam, None), rtol=1e-6, atol=1e-6)
+
+
+def test_pixels_policy_runs_the_actors_own_head():
+    # SAC from pixels: the exported policy is convs -> the ACTOR's Linear+LayerNorm+tanh -> MLP;
+    # the critic's head plays no part in acting.
+    sac = make_sac(encoder="pixels")
+    obs, _, _ = inputs()
+    before = export_policy(sac)(obs, True, None, None)
+    with torch.no_grad():
+        sac.critic.head[0].weight.mul_(3.0)
+    torch.testing.assert_close(export_policy(sac)(obs, True, None, None), before, rtol=0, atol=0)
+    with torch.no_grad():
+        sac.actor.head[0].weight.mul_(3.0)
+    assert not torch.allclose(export_policy(sac)(obs, True, None, None), before)
+    names = [name for name, _ in flat_weights(policy_module(sac))[1]]
+    assert any(n.startswith("actor.head.") for n in names)
+    assert not any("critic" in n for n in names)
 
 
 def test_points_raise_for_encoders_without_points():

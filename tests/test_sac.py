@@ -1,5 +1,6 @@
-"""SAC learner: hand-checked targets, temperature sign, which parameters each step moves,
-Polyak exactness, encoder gradients from the critic only, checkpoints, all encoders."""
+"""SAC learner: hand-checked targets, temperature sign and loss, log-std bound, which parameters
+each step moves, Polyak exactness, TD targets from the online or a target encoder, encoder
+gradients from the critic only, the pixels actor head, checkpoints, all encoders."""
 import copy
 import math
 
@@ -97,11 +98,53 @@ def test_temperature_moves_toward_target_entropy(monkeypatch, log_prob, directio
     assert (sac.alpha.item() - before) * direction > 0
 
 
-def test_which_parameters_each_update_moves():
-    sac = make_sac()  # actor_update_every = target_update_every = 2
+def test_temperature_loss_is_on_log_alpha_hand_computed(monkeypatch):
+    # The authors' sac.py: alpha_loss = -(log_alpha * (log_pi + target).detach()).mean(), so
+    # d/d(log alpha) = mean(-log_pi - target) = mean(H - target), NOT alpha times that.
+    # log pi = (1, 2), target -2: H - target = (1, 0), gradient 0.5 (alpha = 0.1 would give 0.05).
+    sac = make_sac(encoder="state")
+    real_sample = sac.actor.sample
+
+    def fixed_log_prob(features):
+        action, _ = real_sample(features)
+        return action, torch.tensor([1.0, 2.0])
+
+    monkeypatch.setattr(sac.actor, "sample", fixed_log_prob)
+    loss, metrics = sac.actor_alpha_loss(torch.zeros(2, D))
+    loss.backward(inputs=[sac.log_alpha])
+    assert sac.log_alpha.grad.item() == pytest.approx(0.5, abs=1e-6)
+    assert metrics["alpha_loss"].item() == pytest.approx(math.log(0.1) * 0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("bound, raw, expected", [
+    ("clamp", [5.0, -20.0, 0.5], [2.0, -10.0, 0.5]),  # the authors': clamp to [-10, 2]
+    ("tanh", [0.0, 50.0, -50.0], [-4.0, 2.0, -10.0]),  # -10 + 12 * (tanh(u) + 1) / 2
+])
+def test_log_std_bound(bound, raw, expected):
+    sac = make_sac(encoder="state", log_std_bound=bound)
+    last = sac.actor.trunk[-1]
+    with torch.no_grad():  # outputs = bias: mean (first A), then the raw log-std (next A)
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 0.0, raw[0], raw[1]]))
+    _, log_std = sac.actor(torch.zeros(1, D))
+    torch.testing.assert_close(log_std, torch.tensor([expected[:2]]), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        last.bias[A] = raw[2]
+    _, log_std = sac.actor(torch.zeros(1, D))
+    assert log_std[0, 0].item() == pytest.approx(expected[2], abs=1e-5)
+    assert make_sac(encoder="state").actor.tanh_log_std is False  # clamp is the default
+
+
+@pytest.mark.parametrize("target_encoder", [False, True])
+def test_which_parameters_each_update_moves(target_encoder):
+    sac = make_sac(target_encoder=target_encoder)  # actor_update_every = target_update_every = 2
     batch = make_batch()
-    nets = {n: getattr(sac, n) for n in ("encoder", "critic", "actor", "target_encoder",
-                                         "critic_target")}
+    names = ["encoder", "critic", "actor", "critic_target"]
+    if target_encoder:
+        names.append("target_encoder")
+    else:
+        assert sac.target_encoder is None  # the authors' TD targets: no target encoder at all
+    nets = {n: getattr(sac, n) for n in names}
     before = {n: snapshot(m) for n, m in nets.items()}
     alpha = sac.log_alpha.item()
     metrics = sac.update(batch)  # update 0: critic, actor + alpha, targets
@@ -112,14 +155,66 @@ def test_which_parameters_each_update_moves():
     alpha = sac.log_alpha.item()
     sac.update(batch)  # update 1: critic (and encoder) only
     assert changed(before["encoder"], sac.encoder) and changed(before["critic"], sac.critic)
-    for name in ("actor", "target_encoder", "critic_target"):
+    for name in set(names) - {"encoder", "critic"}:
         assert not changed(before[name], nets[name]), name
     assert sac.log_alpha.item() == alpha
     assert sac.num_updates == 2
 
 
-def test_encoder_gradient_comes_from_the_critic_only():
-    sac = make_sac()
+@pytest.mark.parametrize("encoder", ["fpac", "pixels", "state"])
+def test_td_targets_read_the_online_encoder_by_default(encoder, monkeypatch):
+    # The authors' fpac.py: q_next = critic_target(encoder(next_obs)) with the ONLINE encoder.
+    sac = make_sac(encoder=encoder)
+    batch = make_batch(cam=True)
+    for _ in range(2):
+        sac.update(batch)  # the online encoder moves away from its initial weights
+    features, next_features, target_features = sac.encode_pair(batch)
+    assert target_features is next_features
+    with torch.no_grad():
+        online = sac.encoder(batch.next_obs, batch.next_cam, batch.next_state)
+    torch.testing.assert_close(target_features, online, rtol=1e-5, atol=1e-6)
+    seen = []
+    monkeypatch.setattr(sac.critic_target, "forward", lambda f, a: seen.append(f) or
+                        torch.zeros(2, f.shape[0]))
+    sac.critic_loss(batch, features, next_features, target_features)
+    assert seen[0] is next_features
+
+    # target_encoder=True: a Polyak copy computes them, which lags the online encoder.
+    sac = make_sac(encoder=encoder, target_encoder=True)
+    for _ in range(2):
+        sac.update(batch)
+    _, next_features, target_features = sac.encode_pair(batch)
+    with torch.no_grad():
+        lagged = sac.target_encoder(batch.next_obs, batch.next_cam, batch.next_state)
+    torch.testing.assert_close(target_features, lagged)
+    if encoder != "state":  # the state encoder has no weights: both are the state itself
+        assert not torch.allclose(target_features, next_features)
+
+
+def test_pixels_actor_head_trained_by_the_actor_loss_and_convs_by_the_critic():
+    # SAC-AE: convs shared and trained by the critic only; the actor's own Linear+LayerNorm+tanh
+    # head on the detached conv output, trained by the actor loss.
+    sac = make_sac(encoder="pixels")
+    assert isinstance(sac.actor.head[1], nn.LayerNorm) and isinstance(sac.actor.head[2], nn.Tanh)
+    assert sac.actor.head[0].in_features == sac.encoder.out_dim == 8 * 9 * 9
+    assert sac.critic.head[0].out_features == sac.actor.head[0].out_features == 16
+    batch = make_batch()
+    features, _, _ = sac.encode_pair(batch)
+    loss, _ = sac.actor_alpha_loss(features)
+    loss.backward(inputs=list(sac.actor.parameters()) + list(sac.encoder.parameters()))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in sac.actor.head.parameters())
+    assert all(p.grad is None for p in sac.encoder.parameters())  # detached conv output
+    sac.actor.zero_grad(set_to_none=True)
+    loss, _ = sac.critic_loss(batch, *sac.encode_pair(batch))
+    loss.backward()
+    assert all(p.grad.abs().sum() > 0 for p in sac.encoder.parameters())
+    assert all(p.grad.abs().sum() > 0 for p in sac.critic.head.parameters())
+    assert all(p.grad is None for p in sac.actor.parameters())  # the TD target is no_grad
+
+
+@pytest.mark.parametrize("encoder", ["fpac", "pixels"])
+def test_encoder_gradient_comes_from_the_critic_only(encoder):
+    sac = make_sac(encoder=encoder)
     batch = make_batch()
     features, _, _ = sac.encode_pair(batch)
     loss, _ = sac.actor_alpha_loss(features)
@@ -128,7 +223,7 @@ def test_encoder_gradient_comes_from_the_critic_only():
     assert any(p.grad is not None for p in sac.actor.parameters())
 
     # In a full actor-step update, the encoder's gradient is exactly the critic loss's.
-    sac = make_sac()
+    sac = make_sac(encoder=encoder)
     twin = copy.deepcopy(sac)
     torch.manual_seed(3)
     sac.update(batch)
@@ -140,10 +235,14 @@ def test_encoder_gradient_comes_from_the_critic_only():
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0)
 
 
-def test_target_networks_move_by_tau():
-    sac = make_sac(tau=0.25)
-    targets = list(sac.target_encoder.parameters()) + list(sac.critic_target.parameters())
-    online = list(sac.encoder.parameters()) + list(sac.critic.parameters())
+@pytest.mark.parametrize("target_encoder", [False, True])
+def test_target_networks_move_by_tau(target_encoder):
+    sac = make_sac(tau=0.25, target_encoder=target_encoder)
+    targets = list(sac.critic_target.parameters())
+    online = list(sac.critic.parameters())
+    if target_encoder:
+        targets += list(sac.target_encoder.parameters())
+        online += list(sac.encoder.parameters())
     before = [t.detach().clone() for t in targets]
     sac.update(make_batch())  # a target-update step
     for b, t, o in zip(before, targets, online):
@@ -152,8 +251,9 @@ def test_target_networks_move_by_tau():
     assert any(not torch.equal(b, t) for b, t in zip(before, targets))
 
 
-def test_frame_sharing_matches_plain_encoding():
-    sac = make_sac(camera_offset=True)
+@pytest.mark.parametrize("target_encoder", [False, True])
+def test_frame_sharing_matches_plain_encoding(target_encoder):
+    sac = make_sac(camera_offset=True, target_encoder=target_encoder)
     assert sac.frame_sharing
     batch = make_batch(cam=True)
     shared = sac.encode_pair(batch)
@@ -163,13 +263,16 @@ def test_frame_sharing_matches_plain_encoding():
         torch.testing.assert_close(s, p, rtol=1e-5, atol=1e-6)
 
 
-def test_state_dict_round_trip():
-    sac = make_sac(seed=0)
+@pytest.mark.parametrize("target_encoder", [False, True])
+def test_state_dict_round_trip(target_encoder):
+    sac = make_sac(seed=0, target_encoder=target_encoder)
     batch = make_batch()
     for _ in range(3):
         sac.update(batch)
-    other = make_sac(seed=7)
-    other.load_state_dict(sac.state_dict())
+    state = sac.state_dict()
+    assert ("target_encoder" in state) == target_encoder
+    other = make_sac(seed=7, target_encoder=target_encoder)
+    other.load_state_dict(state)
     assert other.num_updates == 3
     torch.testing.assert_close(other.act(batch.obs, True), sac.act(batch.obs, True), rtol=0, atol=0)
     # Optimiser state and the counter came along: the next update is identical too.
@@ -181,6 +284,27 @@ def test_state_dict_round_trip():
         torch.testing.assert_close(m1[k], m2[k], rtol=0, atol=0)
     for p, q in zip(sac.critic_target.parameters(), other.critic_target.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_state_dict_across_the_target_encoder_setting():
+    batch = make_batch()
+    with_target = make_sac(seed=0, target_encoder=True)
+    without = make_sac(seed=1)
+    for _ in range(3):
+        with_target.update(batch)
+        without.update(batch)
+    # A stored target encoder is ignored by a SAC without one ...
+    plain = make_sac(seed=2)
+    plain.load_state_dict(with_target.state_dict())
+    torch.testing.assert_close(plain.act(batch.obs, True), with_target.act(batch.obs, True))
+    # ... and a state without one starts the target encoder from the online encoder.
+    lagged = make_sac(seed=2, target_encoder=True)
+    lagged.load_state_dict(without.state_dict())
+    for p, q in zip(lagged.target_encoder.parameters(), without.encoder.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="missing keys.*critic_target"):
+        plain.load_state_dict({k: v for k, v in without.state_dict().items()
+                               if k != "critic_target"})
 
 
 @pytest.mark.parametrize("encoder", ["fpac", "pixels", "state"])
