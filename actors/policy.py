@@ -10,6 +10,9 @@ Observation caches, so that each step encodes ONE new frame per env:
   FIRST record x_prev := x_t, matching the replay, which repeats the first frame of an episode.
   The cache is dropped whenever the weights change (points from old weights would mix encoders).
 - other encoders: a per-env frame stack uint8 [N, 3S, H, W] (oldest first) fed to `forward`.
+- no frames (an env that does not render, for encoders that need no pixels such as `state`):
+  `act(None, flags, cam, state)` feeds `forward` an empty uint8 [N, 0, 0, 0] observation and the
+  state; nothing is cached.
 """
 from __future__ import annotations
 
@@ -93,22 +96,35 @@ class ActorPolicy:
         return self.module is not None
 
     # ------------------------------------------------------------------ acting
-    def act(self, frames: np.ndarray, flags: np.ndarray, cam: np.ndarray | None = None,
+    def act(self, frames: np.ndarray | None, flags: np.ndarray, cam: np.ndarray | None = None,
             state: np.ndarray | None = None, deterministic: bool = False) -> np.ndarray:
-        """Actions f32 [N, A] in [-1, 1] for the newest frames uint8 [N, 3, H, W]."""
+        """Actions f32 [N, A] in [-1, 1] for the newest frames uint8 [N, 3, H, W], or for the
+        state f32 [N, D] alone when frames is None (an env that does not render)."""
         n = self.num_envs
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[:2] != (n, 3):
+        if frames is None:
+            if state is None or np.shape(state)[:1] != (n,):
+                raise ValueError(f"without frames the policy acts on state f32 [{n}, D]; got "
+                                 f"{None if state is None else np.shape(state)}")
+        elif frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[:2] != (n, 3):
             raise ValueError(f"frames must be uint8 [{n}, 3, H, W]; got {frames.dtype} {frames.shape}")
         if flags.shape != (n,):
             raise ValueError(f"flags must be [{n}]; got {flags.shape}")
         first = (np.asarray(flags) & FIRST) != 0
         if self.module is None or self.random:
-            self._remember(frames, first, points=None)
+            if frames is not None:
+                self._remember(frames, first, points=None)
             u = torch.rand((n, self.action_dim), generator=self._random_gen)
             return (u * 2.0 - 1.0).numpy()
         with torch.inference_mode():
             cam_t = None if cam is None else torch.from_numpy(np.ascontiguousarray(cam, np.float32))
-            if self._has_points:
+            if frames is None:
+                if self._has_points:
+                    raise ValueError("this policy's encoder needs pixels (feature points), but "
+                                     "the env does not render")
+                state_t = torch.from_numpy(np.ascontiguousarray(state, np.float32))
+                action = self.module.forward(torch.empty((n, 0, 0, 0), dtype=torch.uint8),
+                                             deterministic, cam_t, state_t)
+            elif self._has_points:
                 x_t = self.module.points(torch.from_numpy(frames))
                 x_prev = self._previous_points(x_t, first)
                 action = self.module.act_from_points(x_t, x_prev, deterministic, cam_t)

@@ -13,6 +13,9 @@ has written them out, so a chunk is reused only once nothing but the pool refers
 arrays (reference counts back to their idle value); otherwise a new one is allocated. A fresh
 ~340 KB chunk per message meant ~80 page faults per message; reusing warm memory (and writing
 records through views made once per chunk) cut the sender's CPU per message (bench/bench_transport.py).
+
+A sender made with frames=False (an actor that does not render: encoders that need no pixels)
+holds and sends no frames; its records carry the state instead (steps messages without `obs`).
 """
 from __future__ import annotations
 
@@ -32,10 +35,10 @@ class _Chunk:
     one record of every env is one strided write per field and each env's chunk is a contiguous
     slice at send time. All envs advance one record per add(), so their chunks fill in lockstep."""
 
-    def __init__(self, num_envs: int, capacity: int, obs_shape: tuple[int, int, int],
+    def __init__(self, num_envs: int, capacity: int, obs_shape: tuple[int, int, int] | None,
                  action_dim: int, state_dim: int) -> None:
         n = num_envs
-        self.obs = np.empty((n, capacity, *obs_shape), np.uint8)
+        self.obs = None if obs_shape is None else np.empty((n, capacity, *obs_shape), np.uint8)
         self.action = np.empty((n, capacity, action_dim), np.float32)
         self.reward = np.empty((n, capacity), np.float32)
         self.flags = np.empty((n, capacity), np.uint8)
@@ -45,15 +48,16 @@ class _Chunk:
         self.nbytes = sum(a.nbytes for a in self._arrays())
         # Record i's [N, ...] view of every field, made once: `view[...] = x` costs about half of
         # `array[:, i] = x`, and a pooled chunk is filled many times.
-        self.rows = [(self.obs[:, i], self.action[:, i], self.reward[:, i], self.flags[:, i],
-                      self.version[:, i], self.cam[:, i],
+        self.rows = [(None if self.obs is None else self.obs[:, i], self.action[:, i],
+                      self.reward[:, i], self.flags[:, i], self.version[:, i], self.cam[:, i],
                       None if self.state is None else self.state[:, i]) for i in range(capacity)]
         self.size = 0
         self._idle_refs = self._refcounts()  # only the chunk's own views refer to the arrays
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
-        arrays = (self.obs, self.action, self.reward, self.flags, self.version, self.cam)
-        return arrays if self.state is None else (*arrays, self.state)
+        arrays = (self.obs, self.action, self.reward, self.flags, self.version, self.cam,
+                  self.state)
+        return tuple(a for a in arrays if a is not None)
 
     def _refcounts(self) -> list[int]:
         # Every view of an array (a message's slices, the memoryviews ZeroMQ holds for a
@@ -77,13 +81,17 @@ class StreamSender:
     POOL_BYTES = 64 * 2**20  # fewer pooled chunks when chunks are big (many envs, large images)
 
     def __init__(self, send: SendFn, actor_id: int, num_envs: int, obs_shape: tuple[int, int, int],
-                 action_dim: int, state_dim: int = 0, steps_per_message: int = 16) -> None:
+                 action_dim: int, state_dim: int = 0, steps_per_message: int = 16,
+                 frames: bool = True) -> None:
         if steps_per_message < 1:
             raise ValueError(f"steps_per_message must be >= 1; got {steps_per_message}")
+        if not frames and state_dim < 1:
+            raise ValueError("a sender without frames needs state (state_dim >= 1)")
         self._send = send
         self.actor_id = actor_id
         self.num_envs = num_envs
         self.obs_shape = tuple(obs_shape)
+        self.frames = bool(frames)
         self.action_dim = action_dim
         self.state_dim = state_dim
         self.steps_per_message = steps_per_message
@@ -108,21 +116,26 @@ class StreamSender:
             if chunk.is_free():
                 chunk.size = 0
                 return chunk
-        chunk = _Chunk(self.num_envs, self.steps_per_message, self.obs_shape, self.action_dim,
-                       self.state_dim)
+        chunk = _Chunk(self.num_envs, self.steps_per_message,
+                       self.obs_shape if self.frames else None, self.action_dim, self.state_dim)
         self.chunks_allocated += 1
         room = max(2, min(self.POOL_CHUNKS, self.POOL_BYTES // chunk.nbytes))
         if len(self._pool) < room:
             self._pool.append(chunk)
         return chunk
 
-    def add(self, frames: np.ndarray, actions: np.ndarray, reward: np.ndarray, flags: np.ndarray,
-            version: int | np.ndarray, cam: np.ndarray | None = None,
+    def add(self, frames: np.ndarray | None, actions: np.ndarray, reward: np.ndarray,
+            flags: np.ndarray, version: int | np.ndarray, cam: np.ndarray | None = None,
             state: np.ndarray | None = None, current_version: int | None = None) -> None:
-        """Append one record to every env's stream; full chunks are sent (blocking)."""
-        if frames.shape != self._frames_shape or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 {self._frames_shape}; got {frames.dtype} "
-                             f"{frames.shape}")
+        """Append one record to every env's stream; full chunks are sent (blocking).
+        frames: uint8 [N, 3, H, W], or None for a sender made with frames=False."""
+        if not self.frames:
+            if frames is not None:
+                raise ValueError("this sender sends no frames (frames=False); got frames")
+        elif (not isinstance(frames, np.ndarray) or frames.shape != self._frames_shape
+              or frames.dtype != np.uint8):
+            raise ValueError(f"frames must be uint8 {self._frames_shape}; got "
+                             f"{getattr(frames, 'dtype', None)} {getattr(frames, 'shape', None)}")
         if actions.shape != self._actions_shape:
             raise ValueError(f"actions must be {self._actions_shape}; got {actions.shape}")
         if reward.shape != self._env_shape or flags.shape != self._env_shape:
@@ -134,7 +147,8 @@ class StreamSender:
         # One write per field for all envs, through record views made once per chunk (the hot
         # path: bench/bench_transport.py).
         obs, action, rew, flg, ver, cm, st = c.rows[c.size]
-        obs[...] = frames
+        if obs is not None:
+            obs[...] = frames
         action[...] = actions
         rew[...] = reward
         flg[...] = flags
@@ -158,7 +172,8 @@ class StreamSender:
         msg = None
         try:
             for e in range(self.num_envs):
-                msg = steps_message(self.actor_id, e, self.seq[e], self.step0[e], c.obs[e, :t],
+                msg = steps_message(self.actor_id, e, self.seq[e], self.step0[e],
+                                    None if c.obs is None else c.obs[e, :t],
                                     c.action[e, :t], c.reward[e, :t], c.flags[e, :t],
                                     c.version[e, :t], c.cam[e, :t],
                                     None if c.state is None else c.state[e, :t])

@@ -111,7 +111,8 @@ class OverlappedStepper:
 def concat_batches(batches: list[StepBatch]) -> StepBatch:
     """The lanes' batches as one batch of all envs (lane A's envs first)."""
     states = [b.state for b in batches]
-    return StepBatch(frames=np.concatenate([b.frames for b in batches]),
+    frames = None if batches[0].frames is None else np.concatenate([b.frames for b in batches])
+    return StepBatch(frames=frames,
                      reward=np.concatenate([b.reward for b in batches]),
                      flags=np.concatenate([b.flags for b in batches]),
                      state=None if states[0] is None else np.concatenate(states),

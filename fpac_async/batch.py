@@ -17,7 +17,9 @@ from torch import Tensor
 class Batch:
     """B transitions (s, a, r, s'), s = stack(o_{t-1}, o_t), s' = stack(o_t, o_{t+1}).
 
-    obs / next_obs: uint8 [B, 3S, H, W], channels [0:3] the oldest frame, [-3:] the newest.
+    obs / next_obs: uint8 [B, 3S, H, W], channels [0:3] the oldest frame, [-3:] the newest; or
+    EMPTY uint8 [B, 0, H, W] when the replay stores no frames (an encoder that needs no pixels,
+    i.e. `state`: then state / next_state are required).
     action f32 [B, A] in [-1, 1]; reward f32 [B]; discount f32 [B] (0 at a termination, 1
     otherwise; gamma is applied inside SAC). cam / next_cam f32 [B, 2]: the camera's pixel motion
     between the two frames of obs / next_obs (both or neither). state / next_state f32 [B, D]: DMC
@@ -57,6 +59,8 @@ class Batch:
         b = self.obs.shape[0]
         _expect("obs", self.obs, torch.uint8, tuple(self.obs.shape))
         _expect("next_obs", self.next_obs, torch.uint8, tuple(self.obs.shape))
+        if self.obs.shape[1] == 0 and self.state is None:
+            raise ValueError("obs has no frames (0 channels): state and next_state are required")
         if self.action.dim() != 2:
             raise ValueError(f"action must be [B, A]; got shape {tuple(self.action.shape)}")
         _expect("action", self.action, torch.float32, (b, self.action.shape[1]))

@@ -7,7 +7,10 @@ s = stack(o_{i-S+1}..o_i) and s' = stack(o_{i-S+2}..o_{i+1}) when sampling. Link
 
 Memory: everything is allocated in the constructor (frames in pinned host memory when the target
 is CUDA, or on the GPU with on_gpu=True; two pinned staging buffers of `batch_size` rows) and never
-grows; `describe()` states the total for the start-up log.
+grows; `describe()` states the total for the start-up log. A replay made with pixels=False (an
+encoder that needs no pixels: `state`) stores no frames at all: its frame storage and staging
+have zero channels (0 bytes), `add` takes obs=None and refuses frames, and batches carry empty
+obs / next_obs [B, 0, H, W] next to state / next_state.
 
 Threads: one receiver thread calls `add` while one trainer thread calls `sample`. `add` holds the
 lock while it copies its chunk. `sample` holds it only to choose slots; it gathers outside the lock
@@ -55,12 +58,15 @@ class Replay:
     def __init__(self, capacity: int, frame_shape: tuple[int, int, int], action_dim: int,
                  frame_stack: int = 2, state_dim: int = 0, device: str | torch.device = "cpu",
                  pin_memory: Optional[bool] = None, on_gpu: bool = False, seed: int = 0,
-                 batch_size: int = 128) -> None:
+                 batch_size: int = 128, pixels: bool = True) -> None:
         if len(frame_shape) != 3 or frame_shape[0] != 3 or min(frame_shape) < 1:
             raise ValueError(f"frame_shape must be (3, H, W); got {tuple(frame_shape)}")
         if action_dim < 1 or state_dim < 0 or batch_size < 1:
             raise ValueError(f"need action_dim >= 1, state_dim >= 0, batch_size >= 1; got "
                              f"{action_dim}, {state_dim}, {batch_size}")
+        if not pixels and state_dim < 1:
+            raise ValueError("a replay without frames (pixels=False) needs state_dim >= 1: the "
+                             "state is then the only observation")
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
         if on_gpu and not cuda:
@@ -70,18 +76,22 @@ class Replay:
         self.capacity, self.frame_shape = int(capacity), tuple(int(x) for x in frame_shape)
         self.action_dim, self.state_dim, self.stack = int(action_dim), int(state_dim), int(frame_stack)
         self.on_gpu, self.batch_size = bool(on_gpu), int(batch_size)
+        self.pixels = bool(pixels)
         self._index = ReplayIndex(self.capacity, self.stack)
         n, pin = self.capacity, self.pinned and not self.on_gpu
-        frames_bytes = n * int(np.prod(self.frame_shape))
+        # What is stored per record: the frame, or nothing (zero channels: every array built from
+        # it below, storage and staging, holds 0 bytes, and batches get obs [B, 0, H, W]).
+        self._stored = self.frame_shape if self.pixels else (0, *self.frame_shape[1:])
+        frames_bytes = n * int(np.prod(self._stored))
         if self.on_gpu:
             free, _ = torch.cuda.mem_get_info(self.device)
             if frames_bytes > 0.8 * free:
                 raise ValueError(f"replay frames need {frames_bytes / 1e9:.2f} GB but the GPU has "
                                  f"{free / 1e9:.2f} GB free; use on_gpu=False or a smaller capacity")
-            self._frames_t = torch.zeros((n, *self.frame_shape), dtype=torch.uint8, device=self.device)
+            self._frames_t = torch.zeros((n, *self._stored), dtype=torch.uint8, device=self.device)
             self._frames = None
         else:
-            self._frames_t, self._frames = _host((n, *self.frame_shape), torch.uint8, pin)
+            self._frames_t, self._frames = _host((n, *self._stored), torch.uint8, pin)
         # Small per-record data stays on the host (under 1% of the bytes) in every mode.
         self._action = np.zeros((n, self.action_dim), np.float32)
         self._reward = np.zeros(n, np.float32)
@@ -93,7 +103,7 @@ class Replay:
         # action | reward | discount | cam | next_cam | state | next_state; double-buffered.
         self._width = self.action_dim + 6 + 2 * self.state_dim
         rows = 0 if self.on_gpu else self.batch_size  # on_gpu gathers frames on the device
-        self._staging = [(_host((rows, self.stack + 1, *self.frame_shape), torch.uint8, pin),
+        self._staging = [(_host((rows, self.stack + 1, *self._stored), torch.uint8, pin),
                           _host((self.batch_size, self._width), torch.float32, self.pinned),
                           _host((self.batch_size, self.stack + 1), torch.int64, self.pinned))
                          for _ in range(2)]
@@ -123,20 +133,35 @@ class Replay:
     def describe(self) -> str:
         c, h, w = self.frame_shape
         where = "GPU memory" if self.on_gpu else ("pinned host memory" if self.pinned else "host memory")
+        if not self.pixels:
+            return (f"replay: {self.capacity} transitions, no frames (the encoder needs no "
+                    f"pixels): 0 B of frame storage; {self.state_dim}-dim state per record; "
+                    f"{_size(self.nbytes)} per-record data, links and 2x{self.batch_size}-row "
+                    f"staging in all, fixed")
         return (f"replay: {self.capacity} transitions x {c}x{h}x{w} uint8 = "
                 f"{_size(self._frames_t.nbytes)} {where}, {self.stack}-frame stacks rebuilt at "
                 f"sample time; + {_size(self.nbytes - self._frames_t.nbytes)} per-record data, "
                 f"links and 2x{self.batch_size}-row staging; total {_size(self.nbytes)}, fixed")
 
     # ---------------------------------------------------------------- adding records
-    def add(self, stream: tuple[int, int], step0: int, obs: np.ndarray, action: np.ndarray,
-            reward: np.ndarray, flags: np.ndarray, version: Optional[np.ndarray] = None,
-            cam: Optional[np.ndarray] = None, state: Optional[np.ndarray] = None) -> None:
+    def add(self, stream: tuple[int, int], step0: int, obs: Optional[np.ndarray],
+            action: np.ndarray, reward: np.ndarray, flags: np.ndarray,
+            version: Optional[np.ndarray] = None, cam: Optional[np.ndarray] = None,
+            state: Optional[np.ndarray] = None) -> None:
         """Append a chunk of T consecutive records of `stream` whose first has index `step0`.
 
         `state` is dropped when the replay stores none (state_dim=0); it is required otherwise.
+        `obs` is uint8 [T, 3, H, W], or None (and nothing else) for a replay with pixels=False.
         """
-        t = self._check("obs", obs, np.uint8, (None, *self.frame_shape))
+        if self.pixels:
+            if obs is None:
+                raise ValueError(f"obs uint8 [T, {', '.join(map(str, self.frame_shape))}] is "
+                                 f"required (this replay stores frames)")
+            t = self._check("obs", obs, np.uint8, (None, *self.frame_shape))
+        else:
+            if obs is not None:
+                raise ValueError("this replay stores no frames (pixels=False): obs must be None")
+            t = self._check("action", action, np.float32, (None, self.action_dim))
         if t < 1 or t > self.capacity:
             raise ValueError(f"a chunk must hold 1..capacity ({self.capacity}) records; got {t}")
         self._check("action", action, np.float32, (t, self.action_dim))
@@ -158,7 +183,9 @@ class Replay:
         with self._lock:
             slots = np.fromiter((self._index.append(key, step0 + k, bool(flags[k] & FIRST))
                                  for k in range(t)), np.int64, t)
-            if self.on_gpu:  # after every gather already launched, finished before we unlock
+            if not self.pixels:
+                pass  # no frames to write
+            elif self.on_gpu:  # after every gather already launched, finished before we unlock
                 with torch.cuda.stream(self._write_stream):
                     self._write_stream.wait_event(self._gathered)
                     self._frames_t[torch.from_numpy(slots).to(self.device)] = (
@@ -259,7 +286,7 @@ class Replay:
             def fresh(t: torch.Tensor) -> torch.Tensor:  # already a device copy
                 return t.contiguous()
         self._turn ^= 1
-        c, h, w = self.frame_shape
+        c, h, w = self._stored  # c = 0 without frames: obs and next_obs are [B, 0, H, W]
         s, a, d = self.stack, self.action_dim, self.state_dim
         return Batch(obs=fresh(frames[:, :s]).reshape(b, s * c, h, w),
                      action=fresh(small[:, :a]), reward=fresh(small[:, a]),
@@ -282,10 +309,10 @@ class Replay:
             return d
 
     def load_state_dict(self, d: dict) -> None:
-        if int(d["capacity"]) != self.capacity or tuple(d["frames"].shape[1:]) != self.frame_shape:
+        if int(d["capacity"]) != self.capacity or tuple(d["frames"].shape[1:]) != self._stored:
             raise ValueError(f"replay state is for capacity {d['capacity']} x "
                              f"{tuple(d['frames'].shape[1:])}; this replay is {self.capacity} x "
-                             f"{self.frame_shape}")
+                             f"{self._stored}" + ("" if self.pixels else " (no frames)"))
         with self._lock:
             n = len(d["frames"])
             self._index.load_state_dict(d["index"])

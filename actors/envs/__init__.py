@@ -16,10 +16,11 @@ __all__ = ["make_vec_env", "VecEnv", "StepBatch", "FIRST", "TERMINAL", "TRUNCATE
 
 
 def make_vec_env(env_cfg: EnvConfig, seed: int, num_envs: int,
-                 render_quality: str | None = None) -> VecEnv:
+                 render_quality: str | None = None, render: bool = True) -> VecEnv:
     """Build `num_envs` envs of a RESOLVED env config (fpac_async.config.resolve); env i gets
     seed + i. render_quality: 'benchmark' (default, faithful) or 'fast' (dmc only: 512 shadow
-    map, no multisampling)."""
+    map, no multisampling). render=False: the envs never render (no GL context is made) and
+    their StepBatches carry frames=None and the state: for encoders that need no pixels."""
     spec = task_spec(env_cfg.task)  # ConfigError naming the known tasks
     render_quality = render_quality or env_cfg.render_quality
     if env_cfg.backend not in BACKENDS:
@@ -38,7 +39,7 @@ def make_vec_env(env_cfg: EnvConfig, seed: int, num_envs: int,
     common = dict(spec=spec, num_envs=num_envs, seed=seed, action_repeat=env_cfg.action_repeat,
                   image_size=env_cfg.image_size, camera=env_cfg.camera,
                   episode_control_steps=env_cfg.episode_control_steps,
-                  render_quality=render_quality)
+                  render_quality=render_quality, render=render)
     if env_cfg.backend == "dmc":
         from actors.envs.dmc import DmcVecEnv  # noqa: PLC0415 (sets MUJOCO_GL before dm_control)
         return DmcVecEnv(**common)
@@ -49,4 +50,4 @@ def make_vec_env(env_cfg: EnvConfig, seed: int, num_envs: int,
         raise ConfigError("point_reach has action_repeat 1, camera 0 and one render quality")
     from actors.envs.point_reach import PointReachVecEnv  # noqa: PLC0415
     return PointReachVecEnv(num_envs=num_envs, seed=seed, image_size=env_cfg.image_size,
-                            episode_steps=env_cfg.episode_control_steps)
+                            episode_steps=env_cfg.episode_control_steps, render=render)

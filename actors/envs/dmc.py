@@ -14,6 +14,9 @@ cam: for tasks whose camera tracks the body (TaskSpec.camera_moves), the pixel m
 scene content between the previous and the current frame: the point where the previous frame's
 optical axis meets the robot's plane (world y = 0) is projected with the camera matrix at both
 times; the difference is (dx, dy) in pixels of the rendered image. Zero for fixed cameras.
+
+render=False (encoders that need no pixels): no Camera and no GL context is ever made, frames are
+None and cam is zero; an agent step is then only the physics (plus the state's flattening).
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ class DmcVecEnv(VecEnv):
 
     def __init__(self, spec: TaskSpec, num_envs: int, seed: int, action_repeat: int,
                  image_size: int, camera: int, episode_control_steps: int,
-                 render_quality: str = "benchmark") -> None:
+                 render_quality: str = "benchmark", render: bool = True) -> None:
         if render_quality not in RENDER_QUALITIES:
             raise ConfigError(f"render_quality must be one of {RENDER_QUALITIES}; "
                               f"got {render_quality!r}")
@@ -55,7 +58,8 @@ class DmcVecEnv(VecEnv):
         self.episode_control_steps = episode_control_steps
         self.camera = camera
         self.camera_moves = spec.camera_moves
-        self.provides_cam = True
+        self.renders = bool(render)
+        self.provides_cam = self.renders  # the camera motion comes from the render camera
         self._envs = [suite.load(spec.domain, spec.task, task_kwargs={"random": seed + i})
                       for i in range(num_envs)]
         for env in self._envs:
@@ -123,8 +127,9 @@ class DmcVecEnv(VecEnv):
         for i in ids:
             ts = self._envs[i].reset()
             self._t[i] = 0
-            self._render_into(i, out)
-            self._prev_pose[i] = self._camera_pose(i)
+            if self.renders:
+                self._render_into(i, out)
+                self._prev_pose[i] = self._camera_pose(i)
             out.state[i] = flat_state(ts.observation)
 
     def _step_envs(self, ids: np.ndarray, actions: np.ndarray, out: StepBatch) -> None:
@@ -145,8 +150,9 @@ class DmcVecEnv(VecEnv):
             out.reward[i] = total
             out.flags[i] = flag
             out.state[i] = flat_state(ts.observation)
-            self._render_into(i, out)
-            out.cam[i] = self._camera_motion(i)
+            if self.renders:
+                self._render_into(i, out)
+                out.cam[i] = self._camera_motion(i)
 
     def close(self) -> None:
         for cam in getattr(self, "_cameras", []):

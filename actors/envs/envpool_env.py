@@ -25,6 +25,9 @@ Remaining differences from the dmc backend (also asserted/recorded in tests/test
   dm_control (reacher differs most); the camera ids are the same (camera 0, quadruped 2).
 - `render_quality` 'fast' is not available (the model lives in C++); `cam` is always zero
   (no access to the camera pose), so the camera-offset ablation needs the dmc backend.
+
+render=False: the state env is made without a render mode and `render` is never called (frames
+None); libEGL is still loaded first, as envpool's import may touch GL.
 """
 from __future__ import annotations
 
@@ -78,7 +81,8 @@ class EnvpoolVecEnv(VecEnv):
 
     def __init__(self, spec: TaskSpec, num_envs: int, seed: int, action_repeat: int,
                  image_size: int, camera: int, episode_control_steps: int,
-                 render_quality: str = "benchmark", num_threads: int = 1) -> None:
+                 render_quality: str = "benchmark", num_threads: int = 1,
+                 render: bool = True) -> None:
         if spec.name in REFUSED_TASKS:
             raise ConfigError(f"task {spec.name} on backend 'envpool': {REFUSED_TASKS[spec.name]}")
         if render_quality != "benchmark":
@@ -91,12 +95,13 @@ class EnvpoolVecEnv(VecEnv):
         self.num_envs = num_envs
         self.action_repeat = action_repeat
         self.obs_shape = (3, image_size, image_size)
+        self.renders = bool(render)
+        render_kwargs = dict(render_mode="rgb_array", render_width=image_size,
+                             render_height=image_size, render_camera_id=camera) if render else {}
         self._env = envpool.make(
             envpool_task_id(spec), env_type="gymnasium", num_envs=num_envs,
             seed=[seed + i for i in range(num_envs)], num_threads=num_threads,
-            frame_skip=1, max_episode_steps=episode_control_steps,
-            render_mode="rgb_array", render_width=image_size, render_height=image_size,
-            render_camera_id=camera)
+            frame_skip=1, max_episode_steps=episode_control_steps, **render_kwargs)
         self.action_dim = int(self._env.action_space.shape[0])
         self.state_dim = int(sum(int(np.prod(s.shape))
                                  for s in self._env.observation_space.spaces.values()))
@@ -107,6 +112,8 @@ class EnvpoolVecEnv(VecEnv):
             out.state[i] = _flat(obs, row)
 
     def _render_into(self, ids: np.ndarray, out: StepBatch) -> None:
+        if not self.renders:
+            return
         frames = self._env.render(env_ids=ids)  # [n, H, W, 3] uint8, one render per env
         out.frames[ids] = frames.transpose(0, 3, 1, 2)
 

@@ -28,11 +28,12 @@ class PointReachVecEnv(VecEnv):
     provides_cam = True  # the camera is fixed: a zero offset is exact
 
     def __init__(self, num_envs: int, seed: int, image_size: int = 32,
-                 episode_steps: int = 50) -> None:
+                 episode_steps: int = 50, render: bool = True) -> None:
         if num_envs < 1 or image_size < 8 or episode_steps < 1:
             raise ValueError("point_reach needs num_envs >= 1, image_size >= 8, episode_steps >= 1")
         self.num_envs = num_envs
         self.obs_shape = (3, image_size, image_size)
+        self.renders = bool(render)
         self.episode_steps = episode_steps
         self._rngs = [np.random.default_rng(seed + i) for i in range(num_envs)]
         self._pos = np.zeros((num_envs, 2), np.float64)
@@ -73,7 +74,8 @@ class PointReachVecEnv(VecEnv):
         for i in ids:
             self._pos[i] = self._rngs[i].uniform(-0.9, 0.9, size=2)
         self._t[ids] = 0
-        out.frames[ids] = self._render(ids)
+        if self.renders:
+            out.frames[ids] = self._render(ids)
         out.state[ids] = self._state(ids)
 
     def _step_envs(self, ids: np.ndarray, actions: np.ndarray, out: StepBatch) -> None:
@@ -82,5 +84,6 @@ class PointReachVecEnv(VecEnv):
         dist = np.linalg.norm(self._pos[ids] - self._target[ids], axis=1)
         out.reward[ids] = (-dist).astype(np.float32)
         out.flags[ids] = np.where(self._t[ids] >= self.episode_steps, TRUNCATED, 0)
-        out.frames[ids] = self._render(ids)
+        if self.renders:
+            out.frames[ids] = self._render(ids)
         out.state[ids] = self._state(ids)

@@ -1,0 +1,190 @@
+"""One actor's env steps/s for the SAC-state baseline, with and without rendering.
+
+dmc cartpole_swingup (action repeat 8, 84x84 when rendered), the state encoder's policy. Per
+render setting (on = what `--encoder state` did before: render and send every frame; off = the
+encoder needs no pixels, so the actor never renders and sends state only):
+  bare: env.step(uniform random actions) on one VecEnv of `--envs` envs, nothing else;
+  full: ActorLoop (TorchScript state policy, StreamSender) sending to a drain learner in another
+        process (PULL + protocol.decode, PUB answering hello with a non-random state policy).
+Everything of the actor runs in this process with torch.set_num_threads(1). Variants are measured
+in interleaved rounds and reported as medians; env steps = agent steps x action repeat. The load
+average before and after each round is recorded: other jobs on the machine lower the figures.
+
+    flock /tmp/bench.lock .venv/bin/python bench/bench_state_actor.py --seconds 6 --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import zmq
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from actors.actor_loop import ActorLoop  # noqa: E402
+from actors.envs import make_vec_env  # noqa: E402
+from bench.bench_transport import _machine  # noqa: E402
+from fpac_async import protocol as P  # noqa: E402
+from fpac_async.config import EnvConfig, RunConfig, resolve  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "bench", "results", "state_actor.jsonl")
+VARIANTS = [("bare", True), ("full", True), ("bare", False), ("full", False)]  # (loop, render)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version  # noqa: PLC0415
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__, "mujoco": version("mujoco"),
+            "dm_control": version("dm_control"), "pyzmq": zmq.__version__}
+
+
+def _drain_learner(port: int, obs_shape: tuple, action_dim: int, state_dim: int,
+                   ready: mp.Event) -> None:
+    """PULL + decode everything; answer hello with a state-encoder policy (random=False)."""
+    from fpac_async.config import AgentConfig  # noqa: PLC0415
+    from fpac_async.export import export_policy, flat_weights, script_to_bytes  # noqa: PLC0415
+    from fpac_async.sac import SAC  # noqa: PLC0415
+    from fpac_async.transport import pub_socket, pull_socket, send_message  # noqa: PLC0415
+    torch.set_num_threads(1)
+    module = export_policy(SAC(AgentConfig(encoder="state"), (6, *obs_shape[1:]), action_dim,
+                               state_dim=state_dim))
+    script, (flat, layout) = script_to_bytes(module), flat_weights(module)
+    layout = [[n, list(s)] for n, s in layout]
+    ctx = zmq.Context()
+    pull = pull_socket(ctx, f"tcp://127.0.0.1:{port}")
+    pub = pub_socket(ctx, f"tcp://127.0.0.1:{port + 1}")
+    ready.set()
+    while True:  # until terminated
+        msg = P.decode(pull.recv_multipart(copy=False))
+        if msg.kind == P.HELLO:
+            send_message(pub, P.policy_message(0, 1, script, flat, layout, random=False))
+
+
+def bare_sps(env_cfg: EnvConfig, seconds: float, seed: int, render: bool) -> float:
+    """Env steps/s of the bare env loop."""
+    env = make_vec_env(env_cfg, seed, env_cfg.envs_per_actor, render=render)
+    rng = np.random.default_rng(seed)
+    env.reset()
+    for _ in range(5):  # warm-up (first renders build GL state)
+        env.step(rng.uniform(-1, 1, (env.num_envs, env.action_dim)).astype(np.float32))
+    agent_steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        env.step(rng.uniform(-1, 1, (env.num_envs, env.action_dim)).astype(np.float32))
+        agent_steps += env.num_envs
+    elapsed = time.perf_counter() - start
+    env.close()
+    return agent_steps * env_cfg.action_repeat / elapsed
+
+
+def full_sps(env_cfg: EnvConfig, seconds: float, seed: int, port: int,
+             render: bool) -> tuple[float, dict]:
+    """Env steps/s of ActorLoop from its stats intervals after the first (warm-up) one."""
+    intervals: list[dict] = []
+    deadline = [float("inf")]
+
+    def on_stats(s: dict) -> None:
+        intervals.append(s["perf"])
+        if len(intervals) == 1:
+            deadline[0] = time.monotonic() + seconds
+
+    loop = ActorLoop(0, env_cfg, f"127.0.0.1:{port}", seed, steps_per_message=16,
+                     stats_every_s=1.0, probe_renderer=False, on_stats=on_stats, render=render)
+    loop.run(should_stop=lambda: time.monotonic() > deadline[0])
+    timed = intervals[1:-1] or intervals
+    wall = sum(p["wall_s"] for p in timed)
+    env_steps = sum(p["env_sps"] * p["wall_s"] for p in timed)
+    split = {k: sum(p[k] for p in timed) / wall for k in ("render_s", "policy_s", "send_s")}
+    return env_steps / wall, split
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians reported)")
+    ap.add_argument("--envs", type=int, default=2, help="envs per actor (the default config: 2)")
+    ap.add_argument("--task", default="cartpole_swingup")
+    ap.add_argument("--port", type=int, default=47531)
+    ap.add_argument("--note", default="")
+    ap.add_argument("--no-save", action="store_true", help="print only (smoke runs)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    from actors.envs.render_probe import probe_rendering  # noqa: PLC0415
+    renderer = probe_rendering("dmc", args.task, image_size=0)
+    base = resolve(RunConfig(env=EnvConfig(task=args.task, backend="dmc",
+                                           envs_per_actor=args.envs))).env
+    probe = make_vec_env(base, 0, 1, render=False)
+    shape, adim, sdim = probe.obs_shape, probe.action_dim, probe.state_dim
+    probe.close()
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    drain = ctx.Process(target=_drain_learner, args=(args.port, shape, adim, sdim, ready),
+                        daemon=True)
+    drain.start()
+    ready.wait(120)
+    sps: dict[tuple[str, bool], list[float]] = {v: [] for v in VARIANTS}
+    splits: dict[bool, list[dict]] = {True: [], False: []}
+    loads: list[tuple[float, float]] = []
+    try:
+        for r in range(args.rounds):
+            load0 = os.getloadavg()[0]
+            for loop, render in VARIANTS:
+                if loop == "bare":
+                    sps[(loop, render)].append(bare_sps(base, args.seconds, 1, render))
+                else:
+                    value, split = full_sps(base, args.seconds, 1, args.port, render)
+                    sps[(loop, render)].append(value)
+                    splits[render].append(split)
+            loads.append((load0, os.getloadavg()[0]))
+            print(f"round {r + 1}/{args.rounds} (load {load0:.2f} -> {loads[-1][1]:.2f}): "
+                  + ", ".join(f"{loop} render={'on' if rd else 'off'} {v[-1]:.0f}"
+                              for (loop, rd), v in sps.items()), flush=True)
+    finally:
+        drain.terminate()
+        drain.join(5)
+    med = {k: statistics.median(v) for k, v in sps.items()}
+    row = {**_machine(), "bench": "state_actor", "renderer": renderer, "versions": _versions(),
+           "task": args.task, "backend": "dmc", "image_size": base.image_size,
+           "action_repeat": base.action_repeat, "envs_per_actor": args.envs,
+           "encoder": "state", "seconds": args.seconds, "rounds": args.rounds,
+           "env_sps": {f"{loop}_render_{'on' if rd else 'off'}": med[(loop, rd)]
+                       for loop, rd in VARIANTS},
+           "env_sps_rounds": {f"{loop}_render_{'on' if rd else 'off'}": v
+                              for (loop, rd), v in sps.items()},
+           "speedup_full": med[("full", False)] / med[("full", True)],
+           "speedup_bare": med[("bare", False)] / med[("bare", True)],
+           "full_time_fractions": {("render_on" if rd else "render_off"):
+                                   {k: statistics.median(s[k] for s in splits[rd])
+                                    for k in ("render_s", "policy_s", "send_s")}
+                                   for rd in (True, False)},
+           "load_avg_1min_rounds": loads, "note": args.note}
+    print(f"renderer: {renderer}; {args.task} dmc, {args.envs} envs, action repeat "
+          f"{base.action_repeat}; env steps/s, median of {args.rounds} rounds")
+    print(f"{'loop':>5} {'render on':>10} {'render off':>11} {'off/on':>7}")
+    for loop in ("bare", "full"):
+        on, off = med[(loop, True)], med[(loop, False)]
+        print(f"{loop:>5} {on:>10.0f} {off:>11.0f} {off / on:>7.1f}")
+    print("full-loop time fractions (env step / policy / send): "
+          + "; ".join(f"{k}: " + "/".join(f"{v:.2f}" for v in f.values())
+                      for k, f in row["full_time_fractions"].items()))
+    if args.no_save:
+        return
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
