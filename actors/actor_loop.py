@@ -1,10 +1,12 @@
 """One actor process: step envs with the learner's policy and stream every record to the learner.
 
 Protocol (docs/INTERFACES.md, "The service"): connect SUB (PORT+1) then PUSH (PORT); send `hello`
-every second until a `policy` arrives (the learner answers each hello by re-publishing its current
-policy, `random=True` during its initial random phase); then loop
+(with the run settings, fpac_async.settings) every second until a `policy` arrives (the learner
+answers each hello by re-publishing its current policy, `random=True` during its initial random
+phase) or a `refuse` naming what differs from the learner's settings (`run()` returns 'refused');
+then loop
     act -> env.step -> records to the StreamSender (blocking sends = backpressure)
-    -> drain the SUB socket without blocking (weights, eval requests, stop)
+    -> drain the SUB socket without blocking (weights, stop, refuse; `eval` is for evaluators)
     -> `stats` every ~2 s.
 Weights never block acting: they are applied between steps when they have arrived. ZeroMQ
 reconnects by itself when the learner restarts; after a long silence on SUB the actor re-sends
@@ -19,6 +21,7 @@ and stats' policy_s is then the policy time the main thread waits for (not hidde
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -31,18 +34,17 @@ import zmq
 
 from actors.envs import make_vec_env
 from actors.envs.base import FIRST, VecEnv
-from actors.evaluator import Evaluator
 from actors.policy import ActorPolicy
 from actors.sender import StreamSender
 from actors.stepping import Meter, OverlappedStepper, SequentialStepper
 from fpac_async import protocol as P
 from fpac_async.config import EnvConfig
+from fpac_async.settings import run_settings
 from fpac_async.transport import (RejectCounter, actor_endpoints, push_socket, recv_message,
                                   send_message, sub_socket)
 
 log = logging.getLogger(__name__)
 
-EVAL_SEED_OFFSET = 500  # eval envs: seed + 500 (+ env index), away from the training envs' seeds
 MAX_EPISODES_PER_STATS = 1000  # the protocol's cap on meta.episodes
 LANE_B_SEED_OFFSET = 250  # lane B's random-phase action generator: seed + 250 (lane A: seed)
 
@@ -54,20 +56,28 @@ class ActorLoop:
     def __init__(self, actor_id: int, env_cfg: EnvConfig, endpoint: str, seed: int,
                  steps_per_message: int = 16, stats_every_s: float = 2.0,
                  hello_every_s: float = 1.0, silence_hello_s: float = 30.0,
-                 frame_stack: int = 2, eval_max_parallel: int = 10, probe_renderer: bool = True,
+                 frame_stack: int = 2, encoder: str = "fpac", probe_renderer: bool = True,
                  on_stats: Callable[[dict], None] | None = None,
                  make_env: Callable[[EnvConfig, int, int], VecEnv] = make_vec_env,
-                 overlap: bool | None = None) -> None:
+                 overlap: bool | None = None, render: bool | None = None) -> None:
         """overlap: run one lane's policy in a worker thread while the other lane renders;
         None means on where it pays (bench/bench_actor.py): >= 2 envs on the dmc backend, which
         renders its envs one after the other. Off for envpool, whose one VecEnv renders its
         envs in parallel already (two lanes lose that), and for numpy, whose renders take
-        microseconds: nothing to hide the policy behind, and two half-size calls cost more."""
+        microseconds: nothing to hide the policy behind, and two half-size calls cost more.
+        render: None means what the encoder needs ('state' needs no pixels). False: the envs
+        are made with render=False (make_env must accept it), steps carry state and no frames,
+        and there are no lanes (nothing to hide the policy behind)."""
+        if render is None:
+            render = encoder != "state"
         if overlap and env_cfg.envs_per_actor < 2:
             raise ValueError("overlap needs envs_per_actor >= 2 (one lane renders while the "
                              f"other acts); got {env_cfg.envs_per_actor}")
         if overlap is None:
-            overlap = env_cfg.envs_per_actor >= 2 and env_cfg.backend == "dmc"
+            overlap = env_cfg.envs_per_actor >= 2 and env_cfg.backend == "dmc" and render
+        if not render:
+            make_env = functools.partial(make_env, render=False)
+        self.render = render
         self.overlap = overlap
         self.actor_id = actor_id
         self.env_cfg = env_cfg
@@ -78,13 +88,15 @@ class ActorLoop:
         self.hello_every_s = hello_every_s
         self.silence_hello_s = silence_hello_s
         self.frame_stack = frame_stack
-        self.eval_max_parallel = eval_max_parallel
+        # Sent in every hello: the learner refuses an actor started with other settings.
+        self.settings = run_settings(env_cfg, frame_stack, encoder)
         self.probe_renderer = probe_renderer
         self.on_stats = on_stats
         self._make_env = make_env
         self.rejects = RejectCounter()
         self.renderer = ""
         self._stop = False
+        self._stop_reason = "stop"  # or 'refused' (the learner refused this actor's settings)
         self._out_seq = 0  # seq of hello / stats / eval_result messages
 
     # ------------------------------------------------------------------ the run
@@ -95,10 +107,6 @@ class ActorLoop:
         # SUB first: a policy published in answer to our first hello must find us subscribed.
         self.sub = sub_socket(ctx, self.endpoints.pub)
         self.push = push_socket(ctx, self.endpoints.data)
-        self.evaluator = Evaluator(lambda n: self._make_env(self.env_cfg,
-                                                            self.seed + EVAL_SEED_OFFSET, n),
-                                   seed=self.seed + EVAL_SEED_OFFSET,
-                                   max_parallel=self.eval_max_parallel)
         envs: list[VecEnv] = []
         try:
             n = self.env_cfg.envs_per_actor
@@ -111,7 +119,7 @@ class ActorLoop:
             self.policy = ActorPolicy(env.num_envs, env.action_dim, self.seed, self.frame_stack)
             self._policies = [self.policy]  # every lane's view; weights go to all of them
             if not self._wait_for_policy(env, should_stop):
-                return "stop" if self._stop else "interrupted"
+                return self._stop_reason if self._stop else "interrupted"
             for lane_env in envs[1:]:  # shares the module and weights, has its own caches
                 self._policies.append(self.policy.fork(lane_env.num_envs,
                                                        self.seed + LANE_B_SEED_OFFSET))
@@ -123,7 +131,6 @@ class ActorLoop:
                 return self._loop(OverlappedStepper(envs, self._policies, pool),
                                   max_agent_steps, should_stop)
         finally:
-            self.evaluator.close()
             for lane_env in envs:
                 lane_env.close()
             self.sub.close(linger=0)
@@ -131,7 +138,9 @@ class ActorLoop:
             ctx.term()
 
     def _log_renderer(self) -> None:
-        if self.env_cfg.backend == "numpy" or not self.probe_renderer:
+        if not self.render:
+            self.renderer = "none (no frames: the encoder needs no pixels)"
+        elif self.env_cfg.backend == "numpy" or not self.probe_renderer:
             self.renderer = "numpy (no GL)" if self.env_cfg.backend == "numpy" else "not probed"
         else:
             from actors.envs.render_probe import probe_rendering  # noqa: PLC0415 (subprocess)
@@ -159,7 +168,8 @@ class ActorLoop:
 
     def _hello(self, env: VecEnv) -> None:
         msg = P.hello_message(self.actor_id, self.env_cfg.task, os.getpid(), env.obs_shape,
-                              env.action_dim, seq=self._out_seq, state_dim=env.state_dim)
+                              env.action_dim, seq=self._out_seq, state_dim=env.state_dim,
+                              role=P.ACTOR, settings=self.settings)
         self._out_seq += 1
         try:  # NOBLOCK: with no learner connected (IMMEDIATE) a hello is simply not sent
             send_message(self.push, msg, zmq.NOBLOCK)
@@ -172,7 +182,7 @@ class ActorLoop:
         n = stepper.num_envs
         policy = self.policy
         sender = StreamSender(self._send, self.actor_id, n, env.obs_shape, env.action_dim,
-                              env.state_dim, self.steps_per_message)
+                              env.state_dim, self.steps_per_message, frames=env.renders)
         meter = Meter(n)
         batch = stepper.reset()
         no_action = np.zeros((n, env.action_dim), np.float32)
@@ -202,7 +212,7 @@ class ActorLoop:
                 self._hello(env)  # a restarted learner re-publishes its policy on hello
                 self._last_heard = now
             if self._stop:
-                reason = "stop"
+                reason = self._stop_reason
                 break
             if max_agent_steps is not None and agent_steps >= max_agent_steps:
                 reason = "steps"
@@ -254,22 +264,15 @@ class ActorLoop:
                     log.warning("actor %d: weights do not fit the held policy (%s); asking for "
                                 "the policy", self.actor_id, e)
                     self._last_heard = 0.0  # the main loop sends hello at once
-        elif msg.kind == P.EVAL:
-            if msg.meta["target_actor"] == self.actor_id and self.policy.ready:
-                self._evaluate(msg.meta["eval_id"], msg.meta["episodes"])
         elif msg.kind == P.STOP:
             log.info("actor %d: the learner ended the run", self.actor_id)
             self._stop = True
-
-    def _evaluate(self, eval_id: int, episodes: int) -> None:
-        start = time.monotonic()
-        returns, lengths = self.evaluator.run(self.policy, episodes)
-        log.info("actor %d: eval %d of version %d: mean return %.1f over %d episodes (%.1f s)",
-                 self.actor_id, eval_id, self.policy.version, float(np.mean(returns)),
-                 len(returns), time.monotonic() - start)
-        self._send(P.eval_result_message(self.actor_id, self._out_seq, eval_id, returns, lengths,
-                                         self.policy.version))
-        self._out_seq += 1
+        elif msg.kind == P.REFUSE and msg.meta["role"] == P.ACTOR \
+                and msg.meta["target_actor"] == self.actor_id:
+            log.error("actor %d: refused by the learner: %s", self.actor_id, msg.meta["reason"])
+            self._stop, self._stop_reason = True, "refused"
+        # `eval` requests are for the evaluator processes (actors/eval_loop.py): training actors
+        # never pause for an evaluation.
 
     def _send_stats(self, meter: Meter, sender: StreamSender, env: VecEnv, wall_s: float) -> None:
         perf = meter.perf(sender, env.action_repeat, wall_s, self.policy.version)

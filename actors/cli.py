@@ -1,6 +1,11 @@
 """`fpac-actors`: start N actor processes that stream transitions to a learner.
 
     fpac-actors --n 32 --task cartpole_swingup --learner HOST:5555
+    fpac-actors --n 0 --evaluator --task cartpole_swingup --learner HOST:5555   # evaluator only
+
+`--evaluator` adds one evaluator process (the deterministic evaluation episodes; a run needs one
+somewhere). Give the actors the learner's flags (task, env and --frame-stack / --encoder): the
+learner refuses an actor whose settings differ, and it exits with code 3 (EXIT_REFUSED).
 
 Rendering is probed once (in a child process) before any actor starts, so a machine that cannot
 render fails fast with the fix named (exit code 2) instead of 32 crash-looping children.
@@ -16,7 +21,8 @@ from fpac_async.cli_args import add_config_args, config_from_args
 from fpac_async.config import ConfigError, EnvConfig, resolve
 from fpac_async.transport import actor_endpoints
 
-ENV_FLAGS = {f.name for f in dataclasses.fields(EnvConfig)} | {"seed"}
+ENV_FLAGS = {f.name for f in dataclasses.fields(EnvConfig)} | {"seed", "frame_stack", "encoder",
+                                                              "eval_episodes"}
 
 log = logging.getLogger("fpac-actors")
 
@@ -26,8 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fpac-actors", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--n", type=int, default=1, help="actor processes on this machine")
+    parser.add_argument("--evaluator", action="store_true",
+                        help="also run one evaluator process (evaluation episodes)")
     parser.add_argument("--learner", default="localhost:5555",
-                        help="learner HOST:PORT (data on PORT, broadcasts on PORT+1)")
+                        help="learner HOST:PORT (data on PORT, broadcasts on PORT+1, "
+                             "evaluators' control on PORT+2)")
     parser.add_argument("--actor-id-offset", type=int, default=0,
                         help="first actor id here (give each machine its own range)")
     parser.add_argument("--steps-per-message", type=int, default=16,
@@ -49,25 +58,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve(config_from_args(args))
         actor_endpoints(args.learner)
-        if args.n < 1 or args.steps_per_message < 1:
-            raise ConfigError("--n and --steps-per-message must be >= 1")
+        if args.n < 0 or args.n + args.evaluator < 1 or args.steps_per_message < 1:
+            raise ConfigError("--n must be >= 1 (or 0 with --evaluator) and "
+                              "--steps-per-message >= 1")
     except (ConfigError, ValueError) as e:
         print(f"fpac-actors: {e}", file=sys.stderr)
         return 2
-    from actors.envs.render_probe import RenderingError, probe_rendering  # noqa: PLC0415
-    try:
-        renderer = probe_rendering(cfg.env.backend, cfg.env.task, image_size=cfg.env.image_size,
-                                   camera=cfg.env.camera)
-    except RenderingError as e:
-        print(f"fpac-actors: cannot render {cfg.env.task} on {cfg.env.backend}: {e}",
-              file=sys.stderr)
-        return 2
-    log.info("rendering %s on %s with %s", cfg.env.task, cfg.env.backend, renderer)
+    if cfg.agent.encoder != "state":  # the state encoder needs no pixels: nothing renders
+        from actors.envs.render_probe import RenderingError, probe_rendering  # noqa: PLC0415
+        try:
+            renderer = probe_rendering(cfg.env.backend, cfg.env.task,
+                                       image_size=cfg.env.image_size, camera=cfg.env.camera)
+        except RenderingError as e:
+            print(f"fpac-actors: cannot render {cfg.env.task} on {cfg.env.backend}: {e}",
+                  file=sys.stderr)
+            return 2
+        log.info("rendering %s on %s with %s", cfg.env.task, cfg.env.backend, renderer)
     from actors.supervisor import Supervisor  # noqa: PLC0415
     supervisor = Supervisor(args.n, cfg.env, args.learner, seed=cfg.seed,
                             actor_id_offset=args.actor_id_offset,
                             steps_per_message=args.steps_per_message,
-                            max_restarts=args.max_restarts, stats_every_s=args.stats_every_s)
+                            max_restarts=args.max_restarts, stats_every_s=args.stats_every_s,
+                            frame_stack=cfg.agent.frame_stack, encoder=cfg.agent.encoder,
+                            evaluators=int(args.evaluator),
+                            eval_episodes=cfg.learner.eval_episodes)
     return supervisor.run()
 
 

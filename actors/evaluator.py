@@ -1,7 +1,7 @@
 """Deterministic evaluation episodes on an env instance separate from the training streams.
 
-An `eval` request (docs/INTERFACES.md) names one actor; that actor runs the requested number of
-episodes with the deterministic policy (tanh of the mean action) and answers `eval_result` with
+An `eval` request (docs/INTERFACES.md) names one evaluator process (actors/eval_loop.py); it runs
+the requested number of episodes with the deterministic policy (tanh of the mean action) and answers `eval_result` with
 each episode's return (env reward units, summed over the action repeat) and length (agent steps).
 
 Episodes run in rounds of up to `max_parallel` envs: every round resets all envs and waits until
@@ -18,6 +18,7 @@ from actors.envs.base import ENDED, VecEnv
 from actors.policy import ActorPolicy
 
 EnvFactory = Callable[[int], VecEnv]  # num_envs -> a fresh VecEnv
+EVAL_SEED_OFFSET = 500  # eval envs: seed + 500 (+ env index), away from the training envs' seeds
 
 
 class Evaluator:
@@ -31,28 +32,38 @@ class Evaluator:
         self.max_parallel = max_parallel
         self._env: VecEnv | None = None
 
-    def run(self, source: ActorPolicy, episodes: int) -> tuple[list[float], list[int]]:
-        """Returns and lengths of `episodes` deterministic episodes of `source`'s current policy."""
+    def open(self, num_envs: int) -> VecEnv:
+        """The eval VecEnv (made on first use with num_envs envs, then kept)."""
+        if self._env is None:
+            self._env = self._make_env(max(1, min(num_envs, self.max_parallel)))
+        return self._env
+
+    def run(self, source: ActorPolicy, episodes: int,
+            on_step: Callable[[int], None] = lambda done: None,
+            should_stop: Callable[[], bool] = lambda: False) -> tuple[list[float], list[int]]:
+        """Returns and lengths of `episodes` deterministic episodes of `source`'s current policy.
+        on_step(episodes done) runs after every env step (heartbeats, broadcasts); should_stop()
+        ends it early, returning the episodes finished so far."""
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1; got {episodes}")
         if source.module is None:
             raise RuntimeError("no policy to evaluate yet")
-        if self._env is None:
-            self._env = self._make_env(min(episodes, self.max_parallel))
-        env = self._env
-        # Its own caches (points / stacks), sharing the module and weights of the training policy.
+        env = self.open(episodes)
+        # Its own caches (points / stacks), sharing the module and weights of the source policy.
         policy = source.fork(env.num_envs, self.seed)
         policy.random = False  # evaluate the learner's policy even during its random phase
         returns: list[float] = []
         lengths: list[int] = []
-        while len(returns) < episodes:
-            r, n = self._round(env, policy)
+        while len(returns) < episodes and not should_stop():
+            r, n = self._round(env, policy, lambda: on_step(len(returns)), should_stop)
             returns.extend(r[: episodes - len(returns)])
             lengths.extend(n[: episodes - len(lengths)])
         return returns, lengths
 
     @staticmethod
-    def _round(env: VecEnv, policy: ActorPolicy) -> tuple[list[float], list[int]]:
+    def _round(env: VecEnv, policy: ActorPolicy, on_step: Callable[[], None],
+               should_stop: Callable[[], bool]) -> tuple[list[float], list[int]]:
+        """One episode per env; [] if should_stop() ended it early."""
         batch = env.reset()
         total = np.zeros(env.num_envs, np.float64)
         length = np.zeros(env.num_envs, np.int64)
@@ -65,6 +76,9 @@ class Evaluator:
             total[live] += batch.reward[live]
             length[live] += 1
             done |= live & ((batch.flags & ENDED) != 0)
+            on_step()
+            if should_stop():
+                return [], []
         return [float(x) for x in total], [int(x) for x in length]
 
     def close(self) -> None:

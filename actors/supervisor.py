@@ -3,9 +3,13 @@
 - Processes come from multiprocessing's 'spawn' context (no forked torch / GL / ZeroMQ state).
 - Seeds: seed + 1000 * actor_id (+ env index inside the VecEnv), plus RESTART_SEED_STRIDE per
   restart of a slot, so a restarted actor does not replay the episodes it already sent.
+- Slots are training actors, plus `evaluators` evaluator processes (actors/eval_loop.py: the
+  deterministic evaluation episodes, outside the training data path).
 - A child that exits with code 0 was told by the learner that the run is over (`stop`): its slot
-  is done. Any other exit is a crash: the slot restarts, at most `max_restarts` times within
-  `restart_window_s`, then the slot is given up with an error.
+  is done. EXIT_REFUSED: the learner refused its settings (another task, action repeat, frame
+  stack, ...): restarting cannot fix a flag, so the slot ends with an error. Any other exit is a
+  crash: the slot restarts, at most `max_restarts` times within `restart_window_s`, then the slot
+  is given up with an error.
 - Software rendering (Mesa llvmpipe) renders with several threads per process; N processes on
   C cores scale better with C // N threads each (measured: bench/results/scaling-cartpole-cpu*.md),
   so children get LP_NUM_THREADS = max(1, C // N) unless the user set it.
@@ -28,6 +32,8 @@ import time
 from typing import Any
 
 from fpac_async.config import EnvConfig
+from fpac_async.protocol import ACTOR, EVALUATOR
+from fpac_async.settings import EXIT_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,10 @@ class ActorSpec:
     steps_per_message: int
     log_level: int = logging.INFO
     render_threads: int = 0  # LP_NUM_THREADS for llvmpipe (0: leave Mesa's default)
+    frame_stack: int = 2
+    encoder: str = "fpac"
+    role: str = ACTOR  # or EVALUATOR
+    eval_episodes: int = 10  # evaluators: envs made = min(this, 10)
 
 
 def _die_with_parent() -> None:
@@ -67,12 +77,21 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 def actor_process(spec: ActorSpec, stats: Any) -> None:
     """Entry point of one actor child (spawn target). Exit code 0 only when the learner stopped."""
     _die_with_parent()
+    if spec.encoder == "state":  # nothing renders: no GL needed (a machine without EGL works)
+        os.environ.setdefault("MUJOCO_GL", "disable")
     if spec.render_threads and "LP_NUM_THREADS" not in os.environ:
         os.environ["LP_NUM_THREADS"] = str(spec.render_threads)  # before any GL context exists
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    name = "actor" if spec.role == ACTOR else "evaluator"
     logging.basicConfig(level=spec.log_level,
-                        format=f"%(asctime)s actor{spec.actor_id} %(levelname)s %(message)s")
+                        format=f"%(asctime)s {name}{spec.actor_id} %(levelname)s %(message)s")
+    if spec.role == EVALUATOR:
+        from actors.eval_loop import EvalLoop  # noqa: PLC0415 (heavy imports in the child only)
+        reason = EvalLoop(spec.actor_id, spec.env_cfg, spec.endpoint, spec.seed,
+                          frame_stack=spec.frame_stack, encoder=spec.encoder,
+                          episodes=spec.eval_episodes).run()
+        sys.exit(_exit_code(reason))
     from actors.actor_loop import ActorLoop  # noqa: PLC0415 (heavy imports in the child only)
 
     row = spec.slot * len(STAT_FIELDS)
@@ -86,9 +105,13 @@ def actor_process(spec: ActorSpec, stats: Any) -> None:
             stats[row + i] = float(v)
 
     loop = ActorLoop(spec.actor_id, spec.env_cfg, spec.endpoint, spec.seed,
-                     steps_per_message=spec.steps_per_message, on_stats=on_stats)
-    reason = loop.run()
-    sys.exit(0 if reason == "stop" else 1)
+                     steps_per_message=spec.steps_per_message, on_stats=on_stats,
+                     frame_stack=spec.frame_stack, encoder=spec.encoder)
+    sys.exit(_exit_code(loop.run()))
+
+
+def _exit_code(reason: str) -> int:
+    return {"stop": 0, "refused": EXIT_REFUSED}.get(reason, 1)
 
 
 def render_threads_per_actor(n: int, cores: int | None = None) -> int:
@@ -100,10 +123,11 @@ def render_threads_per_actor(n: int, cores: int | None = None) -> int:
 class _Slot:
     index: int
     actor_id: int
+    role: str = ACTOR
     process: Any = None
     restarts: int = 0
     recent: collections.deque = dataclasses.field(default_factory=collections.deque)
-    state: str = "running"  # running | done | failed
+    state: str = "running"  # running | done | failed | refused
 
 
 class Supervisor:
@@ -112,9 +136,12 @@ class Supervisor:
     def __init__(self, n: int, env_cfg: EnvConfig, endpoint: str, seed: int = 0,
                  actor_id_offset: int = 0, steps_per_message: int = 16, max_restarts: int = 5,
                  restart_window_s: float = 60.0, stats_every_s: float = 30.0,
-                 shutdown_timeout_s: float = 5.0, target: Any = actor_process) -> None:
-        if n < 1:
-            raise ValueError(f"--n must be >= 1; got {n}")
+                 shutdown_timeout_s: float = 5.0, target: Any = actor_process,
+                 frame_stack: int = 2, encoder: str = "fpac", evaluators: int = 0,
+                 eval_episodes: int = 10) -> None:
+        if n < 0 or evaluators < 0 or n + evaluators < 1:
+            raise ValueError(f"need at least one actor or evaluator; got --n {n}, "
+                             f"{evaluators} evaluators")
         self.env_cfg = env_cfg
         self.endpoint = endpoint
         self.seed = seed
@@ -124,10 +151,14 @@ class Supervisor:
         self.stats_every_s = stats_every_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.target = target
+        self.frame_stack = frame_stack
+        self.encoder = encoder
+        self.eval_episodes = eval_episodes
         self._ctx = mp.get_context("spawn")
-        self.stats = self._ctx.RawArray("d", n * len(STAT_FIELDS))
-        self.slots = [_Slot(i, actor_id_offset + i) for i in range(n)]
-        self.render_threads = render_threads_per_actor(n)
+        self.stats = self._ctx.RawArray("d", (n + evaluators) * len(STAT_FIELDS))
+        self.slots = [_Slot(i, actor_id_offset + i) for i in range(n)] + [
+            _Slot(n + j, actor_id_offset + j, EVALUATOR) for j in range(evaluators)]
+        self.render_threads = render_threads_per_actor(n + evaluators)
         self._signalled = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -139,11 +170,13 @@ class Supervisor:
         seed = self.seed + 1000 * slot.actor_id + RESTART_SEED_STRIDE * slot.restarts
         spec = ActorSpec(slot.actor_id, slot.index, self.env_cfg, self.endpoint, seed,
                          self.steps_per_message, logging.getLogger().getEffectiveLevel(),
-                         self.render_threads)
+                         self.render_threads, self.frame_stack, self.encoder, slot.role,
+                         self.eval_episodes)
         slot.process = self._ctx.Process(target=self.target, args=(spec, self.stats),
-                                         name=f"fpac-actor-{slot.actor_id}", daemon=False)
+                                         name=f"fpac-{slot.role}-{slot.actor_id}", daemon=False)
         slot.process.start()
-        log.info("actor %d: started pid %d (seed %d)", slot.actor_id, slot.process.pid, seed)
+        log.info("%s %d: started pid %d (seed %d)", slot.role, slot.actor_id, slot.process.pid,
+                 seed)
 
     def poll(self) -> None:
         """Reap exited children: done on exit 0, restart (rate-limited) otherwise."""
@@ -157,20 +190,26 @@ class Supervisor:
             self.stats[slot.index * len(STAT_FIELDS) + 5] = 0.0
             if code == 0:
                 slot.state = "done"
-                log.info("actor %d: finished (the learner ended the run)", slot.actor_id)
+                log.info("%s %d: finished (the learner ended the run)", slot.role, slot.actor_id)
+                continue
+            if code == EXIT_REFUSED:
+                slot.state = "refused"
+                log.error("%s %d: the learner refused its settings (see its log above): start "
+                          "fpac-actors with the learner's flags; not restarting it", slot.role,
+                          slot.actor_id)
                 continue
             while slot.recent and now - slot.recent[0] > self.restart_window_s:
                 slot.recent.popleft()
             if len(slot.recent) >= self.max_restarts:
                 slot.state = "failed"
-                log.error("actor %d: exited with code %s after %d restarts within %.0f s; giving "
-                          "up on this slot (see its log above for the cause)", slot.actor_id,
-                          code, len(slot.recent), self.restart_window_s)
+                log.error("%s %d: exited with code %s after %d restarts within %.0f s; giving "
+                          "up on this slot (see its log above for the cause)", slot.role,
+                          slot.actor_id, code, len(slot.recent), self.restart_window_s)
                 continue
             slot.recent.append(now)
             slot.restarts += 1
-            log.warning("actor %d: exited with code %s; restarting (restart %d)", slot.actor_id,
-                        code, slot.restarts)
+            log.warning("%s %d: exited with code %s; restarting (restart %d)", slot.role,
+                        slot.actor_id, code, slot.restarts)
             self._spawn(slot)
 
     def shutdown(self) -> None:
@@ -193,7 +232,8 @@ class Supervisor:
 
     def run(self, poll_s: float = 0.2) -> int:
         """Start the actors and supervise until every slot ends or a signal arrives.
-        Exit code: 0 all slots stopped by the learner or by a signal, 1 some slot was given up."""
+        Exit code: 0 all slots stopped by the learner or by a signal, EXIT_REFUSED (3) some slot
+        was refused by the learner, 1 some slot was given up."""
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
@@ -210,15 +250,17 @@ class Supervisor:
             self.shutdown()
             for s, handler in old.items():
                 signal.signal(s, handler)
+        if any(s.state == "refused" for s in self.slots):
+            return EXIT_REFUSED
         return 1 if any(s.state == "failed" for s in self.slots) else 0
 
     # ------------------------------------------------------------------ reporting
     def stats_table(self) -> str:
         width = len(STAT_FIELDS)
-        lines = [f"{'actor':>6} {'state':>8} {'restarts':>8} {'steps':>10} {'episodes':>8} "
+        lines = [f"{'role':>9} {'id':>4} {'state':>8} {'restarts':>8} {'steps':>10} {'episodes':>8} "
                  f"{'last_ret':>9} {'env_sps':>8} {'version':>7}"]
         for slot in self.slots:
             v = self.stats[slot.index * width:(slot.index + 1) * width]
-            lines.append(f"{slot.actor_id:>6} {slot.state:>8} {slot.restarts:>8} {v[0]:>10.0f} "
+            lines.append(f"{slot.role:>9} {slot.actor_id:>4} {slot.state:>8} {slot.restarts:>8} {v[0]:>10.0f} "
                          f"{v[1]:>8.0f} {v[2]:>9.1f} {v[3]:>8.1f} {v[4]:>7.0f}")
         return "\n".join(lines)

@@ -10,6 +10,8 @@ installs signal handlers, which only the main thread may do and which the learne
 - Ctrl-C reaches the whole process group: the actors ignore SIGINT, the learner checkpoints and
   returns 128 + signal, then every actor is terminated (a stopped run's actors would otherwise
   wait for a resumed learner forever). SIGTERM to this process does the same.
+- One evaluator process runs the evaluation episodes (actors/eval_loop.py), so evaluations never
+  pause the training actors; like an actor it is restarted if it crashes.
 - A crashed actor is restarted by Supervisor.poll (rate-limited). If every actor slot is given
   up, the learner is asked to stop (checkpoint) since no data can arrive any more.
 - If the learner returns for any reason, the actors are stopped; if this process dies outright,
@@ -121,8 +123,13 @@ class LocalRun:
         self.resume = resume
         self.poll_s = poll_s
         self.service = LearnerService(cfg, resume=resume, console=False)
+        # One evaluator process beside the actors: evaluations never pause training.
+        evaluators = int(cfg.learner.eval_every_env_steps > 0 and cfg.learner.eval_episodes > 0)
         self.supervisor = Supervisor(actors, cfg.env, connect_address(cfg.learner.bind),
-                                     seed=cfg.seed, stats_every_s=float("inf"))
+                                     seed=cfg.seed, stats_every_s=float("inf"),
+                                     frame_stack=cfg.agent.frame_stack,
+                                     encoder=cfg.agent.encoder, evaluators=evaluators,
+                                     eval_episodes=cfg.learner.eval_episodes)
         self.progress = ProgressPrinter(cfg.run_dir, cfg.env_steps) if progress else None
         self.actors_gave_up = False
         self._done = threading.Event()
@@ -158,8 +165,9 @@ class LocalRun:
             self.supervisor.poll()
             if self.progress is not None:
                 self.progress.poll()
-            if not any(s.state == "running" for s in self.supervisor.slots):
-                if not any(s.state == "done" for s in self.supervisor.slots):
+            slots = [s for s in self.supervisor.slots if s.role == "actor"]
+            if not any(s.state == "running" for s in slots):
+                if not any(s.state == "done" for s in slots):
                     log.error("every actor was given up (see the errors above): stopping the "
                               "learner, which writes a checkpoint")
                     self.actors_gave_up = True

@@ -105,7 +105,10 @@ def _learner_child(cfg: RunConfig) -> None:
 def _actors_child(n: int, cfg: RunConfig, endpoint: str) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     from actors.supervisor import Supervisor  # noqa: PLC0415
-    sys.exit(Supervisor(n, cfg.env, endpoint, seed=cfg.seed, stats_every_s=3600.0).run())
+    evaluators = int(cfg.learner.eval_every_env_steps > 0 and cfg.learner.eval_episodes > 0)
+    sys.exit(Supervisor(n, cfg.env, endpoint, seed=cfg.seed, stats_every_s=3600.0,
+                        frame_stack=cfg.agent.frame_stack, encoder=cfg.agent.encoder,
+                        evaluators=evaluators, eval_episodes=cfg.learner.eval_episodes).run())
 
 
 class _Rows:

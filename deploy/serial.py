@@ -33,9 +33,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from actors.actor_loop import EVAL_SEED_OFFSET  # the actors' eval seeds
 from actors.envs import FIRST, make_vec_env
-from actors.evaluator import Evaluator
+from actors.evaluator import EVAL_SEED_OFFSET, Evaluator
 from actors.policy import ActorPolicy
 from fpac_async.cli_args import add_config_args, config_from_args
 from fpac_async.config import EnvConfig, RunConfig, resolve, with_task_defaults
@@ -73,7 +72,7 @@ class _UniformPolicy:
 
     def act(self, frames: np.ndarray, flags: np.ndarray, cam=None, state=None,
             deterministic: bool = False) -> np.ndarray:
-        return self._rng.uniform(-1.0, 1.0, (len(frames), self.action_dim)).astype(np.float32)
+        return self._rng.uniform(-1.0, 1.0, (len(flags), self.action_dim)).astype(np.float32)
 
 
 def run_serial(cfg: RunConfig, agent_steps: int, eval_every: int, eval_episodes: int,
@@ -88,7 +87,8 @@ def run_serial(cfg: RunConfig, agent_steps: int, eval_every: int, eval_episodes:
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    env = make_vec_env(cfg.env, cfg.seed, num_envs)
+    pixels = cfg.agent.encoder != "state"  # the state encoder: no rendering, no frames stored
+    env = make_vec_env(cfg.env, cfg.seed, num_envs, render=pixels)
     stack, ar = cfg.agent.frame_stack, env.action_repeat
     state_dim = env.state_dim if cfg.agent.encoder == "state" else 0
     obs_shape = (3 * stack, *env.obs_shape[1:])
@@ -96,7 +96,8 @@ def run_serial(cfg: RunConfig, agent_steps: int, eval_every: int, eval_episodes:
     # Every record fits: per env at most (steps + episodes + 1) <= 2 * steps + 1 records.
     capacity = min(cfg.replay.capacity, 2 * (agent_steps + num_envs) + 1)
     replay = Replay(capacity, env.obs_shape, env.action_dim, stack, state_dim, "cpu",
-                    pin_memory=False, seed=cfg.seed, batch_size=cfg.agent.batch_size)
+                    pin_memory=False, seed=cfg.seed, batch_size=cfg.agent.batch_size,
+                    pixels=pixels)
     trainer = Trainer(sac, replay, cfg.agent, cfg.replay, cfg.agent.batch_size, "cpu")
 
     policy = ActorPolicy(num_envs, env.action_dim, cfg.seed, stack)
@@ -104,7 +105,8 @@ def run_serial(cfg: RunConfig, agent_steps: int, eval_every: int, eval_episodes:
     policy.load_policy(script_to_bytes(export_policy(sac)), flat, layout, version=0, random=True)
 
     def evaluate(source) -> float:
-        evaluator = Evaluator(lambda n: make_vec_env(cfg.env, cfg.seed + EVAL_SEED_OFFSET, n),
+        evaluator = Evaluator(lambda n: make_vec_env(cfg.env, cfg.seed + EVAL_SEED_OFFSET, n,
+                                                     render=pixels),
                               seed=cfg.seed + EVAL_SEED_OFFSET)
         try:
             returns, _ = evaluator.run(source, eval_episodes)
@@ -132,7 +134,8 @@ def run_serial(cfg: RunConfig, agent_steps: int, eval_every: int, eval_episodes:
     def record(actions: np.ndarray, acted_version: int) -> None:
         versions = np.full(1, acted_version, np.int32)
         for e in range(num_envs):
-            replay.add((0, e), int(step_index[e]), batch.frames[e:e + 1], actions[e:e + 1],
+            frames = None if batch.frames is None else batch.frames[e:e + 1]
+            replay.add((0, e), int(step_index[e]), frames, actions[e:e + 1],
                        batch.reward[e:e + 1], batch.flags[e:e + 1], versions, batch.cam[e:e + 1],
                        None if batch.state is None else batch.state[e:e + 1])
         step_index[:] += 1

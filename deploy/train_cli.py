@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 from fpac_async.cli_args import add_config_args, explicit_dests, run_config
-from fpac_async.config import ConfigError, RunConfig, resolve
+from fpac_async.config import ConfigError, RunConfig, config_json, resolve
 
 log = logging.getLogger("fpac-train")
 
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="record an evaluation GIF with the feature points at the end")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the run's resolved config (task defaults under the flags) "
+                             "as JSON and exit")
     defaults = RunConfig()
     # "" = pick at run time (a free loopback port / runs/<task>-<time>); GPU only if there is one.
     defaults = dataclasses.replace(
@@ -89,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RuntimeError) as e:
         print(f"fpac-train: {e}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(config_json(cfg))
+        return 0
     from deploy import local_run  # noqa: PLC0415 (after the cheap argument checks)
     from learner.cli import setup_logging  # noqa: PLC0415
 

@@ -38,9 +38,11 @@ class PolicyModule(nn.Module):
         self.actor = actor
         self.has_points = hasattr(encoder, "points") and hasattr(encoder, "state_from_points")
 
-    def forward(self, obs: Tensor, deterministic: bool, cam: Optional[Tensor] = None,
+    def forward(self, obs: Tensor, deterministic: bool = True, cam: Optional[Tensor] = None,
                 state: Optional[Tensor] = None) -> Tensor:
-        """Actions [N, A] of observations uint8 [N, 3S, H, W]; stochastic = tanh(mean + std*eps)."""
+        """Actions [N, A] of observations uint8 [N, 3S, H, W] (oldest frame first): tanh(mean) by
+        default, as users evaluate a policy (`policy(obs)`); deterministic=False samples
+        tanh(mean + std * eps), the actors' exploration path."""
         return self.actor.act(self.encoder(obs, cam, state), deterministic)
 
     @torch.jit.export

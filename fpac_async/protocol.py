@@ -20,7 +20,7 @@ import numpy as np
 
 # Constants, errors and schemas live in protocol_schema; they are re-exported from here.
 from fpac_async.protocol_schema import (  # noqa: F401
-    DEFAULT_MAX_BYTES, DtypeError, EVAL, EVAL_RESULT, FIRST, GarbageError, HELLO, KindSchema,
+    ACTOR, EVALUATOR, HEARTBEAT, REFUSE, DEFAULT_MAX_BYTES, DtypeError, EVAL, EVAL_RESULT, FIRST, GarbageError, HELLO, KindSchema,
     MAGIC, MAX_HEADER_BYTES, MAX_NDIM, MagicError, OversizedError, POLICY, PROTOCOL_VERSION,
     ProtocolError, SCHEMAS, STATS, STEPS, STOP, SchemaError, ShapeError, TERMINAL, TRUNCATED,
     TruncatedError, VersionError, WEIGHTS, _CANONICAL, _DIMS, _HEADER_KEYS, _INT_END,
@@ -200,19 +200,28 @@ def _check_meta(kind: str, schema: KindSchema, meta: dict) -> dict:
 
 # ---------------------------------------------------------------- builders, one per kind
 def hello_message(actor: int, task: str, pid: int, obs_shape: Sequence[int], action_dim: int,
-                  seq: int = 0, state_dim: int | None = None) -> Message:
-    meta = {"task": task, "pid": pid, "obs_shape": [int(d) for d in obs_shape],
-            "action_dim": int(action_dim)}
+                  seq: int = 0, state_dim: int | None = None, role: str | None = None,
+                  settings: dict[str, Any] | None = None) -> Message:
+    """settings: the run settings the sender was started with (fpac_async.settings), which the
+    learner compares with its own and answers with `refuse` on a mismatch."""
+    meta: dict[str, Any] = {"task": task, "pid": pid, "obs_shape": [int(d) for d in obs_shape],
+                            "action_dim": int(action_dim)}
     if state_dim is not None:
         meta["state_dim"] = int(state_dim)
+    if role is not None:
+        meta["role"] = role
+    if settings is not None:
+        meta["settings"] = dict(settings)
     return Message(HELLO, actor, 0, seq, 0, {}, meta)
 
 
-def steps_message(actor: int, env: int, seq: int, step0: int, obs: np.ndarray, action: np.ndarray,
-                  reward: np.ndarray, flags: np.ndarray, version: np.ndarray,
+def steps_message(actor: int, env: int, seq: int, step0: int, obs: np.ndarray | None,
+                  action: np.ndarray, reward: np.ndarray, flags: np.ndarray, version: np.ndarray,
                   cam: np.ndarray | None = None, state: np.ndarray | None = None) -> Message:
-    """T consecutive records of one (actor, env) stream; step0 is the index of the first record."""
-    arrays = {"obs": obs, "action": action, "reward": reward, "flags": flags, "version": version}
+    """T consecutive records of one (actor, env) stream; step0 is the index of the first record.
+    obs None: an actor that does not render (its records carry state instead of frames)."""
+    arrays = {} if obs is None else {"obs": obs}
+    arrays.update(action=action, reward=reward, flags=flags, version=version)
     if cam is not None:
         arrays["cam"] = cam
     if state is not None:
@@ -232,10 +241,33 @@ def stats_message(actor: int, seq: int, episodes: list[dict] | None = None,
 
 
 def eval_result_message(actor: int, seq: int, eval_id: int, returns: Sequence[float],
-                        lengths: Sequence[int], version: int = 0) -> Message:
-    return Message(EVAL_RESULT, actor, 0, seq, version, {},
-                   {"eval_id": eval_id, "returns": [float(r) for r in returns],
-                    "lengths": [int(n) for n in lengths]})
+                        lengths: Sequence[int], version: int = 0,
+                        wall_s: float | None = None) -> Message:
+    """The answer to `eval`; the header's version is the policy version that was evaluated."""
+    meta: dict[str, Any] = {"eval_id": eval_id, "returns": [float(r) for r in returns],
+                            "lengths": [int(n) for n in lengths]}
+    if wall_s is not None:
+        meta["wall_s"] = float(wall_s)
+    return Message(EVAL_RESULT, actor, 0, seq, version, {}, meta)
+
+
+def heartbeat_message(actor: int, seq: int, version: int, busy: bool,
+                      eval_id: int | None = None, episodes_done: int = 0,
+                      settings: dict[str, Any] | None = None) -> Message:
+    """An evaluator's liveness signal (every second, also while it runs episodes), with its run
+    settings: a learner that restarted meanwhile checks them without another hello."""
+    meta: dict[str, Any] = {"busy": bool(busy), "episodes_done": int(episodes_done)}
+    if settings is not None:
+        meta["settings"] = dict(settings)
+    if eval_id is not None:
+        meta["eval_id"] = int(eval_id)
+    return Message(HEARTBEAT, actor, 0, seq, version, {}, meta)
+
+
+def refuse_message(seq: int, version: int, target: int, role: str, reason: str) -> Message:
+    """The learner refuses one actor or evaluator (its settings disagree with the run's)."""
+    return Message(REFUSE, 0, 0, seq, version, {},
+                   {"target_actor": int(target), "role": role, "reason": reason[:256]})
 
 
 def policy_message(seq: int, version: int, script: bytes, weights: np.ndarray,

@@ -12,7 +12,10 @@ MAGIC = "FPAC"
 PROTOCOL_VERSION = 1
 FIRST, TERMINAL, TRUNCATED = 1, 2, 4  # record flags (docs/INTERFACES.md)
 HELLO, STEPS, STATS, EVAL_RESULT = "hello", "steps", "stats", "eval_result"  # actor -> learner
+HEARTBEAT = "heartbeat"  # evaluator -> learner (control socket), with hello and eval_result
 POLICY, WEIGHTS, EVAL, STOP = "policy", "weights", "eval", "stop"  # learner -> actors
+REFUSE = "refuse"  # learner -> one actor or evaluator: its settings disagree with the run's
+ACTOR, EVALUATOR = "actor", "evaluator"  # the roles of a hello (and of a refuse's target)
 
 DEFAULT_MAX_BYTES = 64 * 2**20
 MAX_HEADER_BYTES = 64 * 2**10
@@ -131,7 +134,27 @@ def _layout_entry(v: Any, path: str) -> list:
     return [_str(v[0], path + "[0]"), _shape_list(v[1], path + "[1]")]
 
 
-_layout = _list(_layout_entry, 4096)  # [[name, [shape...]], ...]: how flat weights split into tensors
+_layout = _list(_layout_entry, 4096)
+
+
+def _role(v: Any, path: str) -> str:
+    if v not in (ACTOR, EVALUATOR):
+        raise SchemaError(f"{path}: expected {ACTOR!r} or {EVALUATOR!r}, got {v!r:.80}")
+    return v
+
+
+def _settings(v: Any, path: str) -> dict:
+    """The run settings an actor was started with (hello): str -> int | bool | str, at most 32."""
+    if type(v) is not dict or len(v) > 32:
+        raise SchemaError(f"{path}: expected a map of at most 32 settings")
+    out: dict[str, Any] = {}
+    for k, x in v.items():
+        key = _str(k, path)
+        if type(x) is bool or type(x) is int and 0 <= x < _INT_END:
+            out[key] = x
+        else:
+            out[key] = _str(x, f"{path}.{key}")
+    return out  # [[name, [shape...]], ...]: how flat weights split into tensors
 
 
 # ---------------------------------------------------------------- per-kind schemas
@@ -154,6 +177,8 @@ _DIMS = {"T": (1, 2**31), "H": (1, 1024), "W": (1, 1024), "A": (1, 64), "D": (1,
 
 
 def _check_steps(arrays: dict[str, np.ndarray], meta: dict) -> None:
+    if "obs" not in arrays and "state" not in arrays:
+        raise SchemaError("steps: neither obs nor state: the records hold no observation")
     if np.any(arrays["flags"] & np.uint8(~(FIRST | TERMINAL | TRUNCATED) & 0xFF)):
         raise SchemaError("array flags: bits other than FIRST|TERMINAL|TRUNCATED are set")
 
@@ -173,8 +198,12 @@ SCHEMAS: dict[str, KindSchema] = {
     HELLO: KindSchema({}, {"task": (_str, True), "pid": (_int(), True),
                            "obs_shape": (_list(_int(1), MAX_NDIM, 1), True),
                            "action_dim": (_int(1, 64), True),
-                           "state_dim": (_int(0, 4096), False)}),
-    STEPS: KindSchema({"obs": ArraySpec(_U8, ("T", 3, "H", "W")), "action": ArraySpec(_F32, ("T", "A")),
+                           "state_dim": (_int(0, 4096), False),
+                           "role": (_role, False), "settings": (_settings, False)}),
+    # obs is absent when the actor does not render (encoders that need no pixels): then state
+    # must be there (_check_steps), and the learner refuses frames it does not expect.
+    STEPS: KindSchema({"obs": ArraySpec(_U8, ("T", 3, "H", "W"), False),
+                       "action": ArraySpec(_F32, ("T", "A")),
                        "reward": ArraySpec(_F32, ("T",)), "flags": ArraySpec(_U8, ("T",)),
                        "version": ArraySpec(_I32, ("T",)), "cam": ArraySpec(_F32, ("T", 2), False),
                        "state": ArraySpec(_F32, ("T", "D"), False)},
@@ -183,7 +212,11 @@ SCHEMAS: dict[str, KindSchema] = {
                                                         "env": _int()}), 1000), False),
                            "perf": (_str_float_map, False)}),
     EVAL_RESULT: KindSchema({}, {"eval_id": (_int(), True), "returns": (_list(_float, 1000), True),
-                                 "lengths": (_list(_int(), 1000), True)}, _check_eval_result),
+                                 "lengths": (_list(_int(), 1000), True),
+                                 "wall_s": (_float, False)}, _check_eval_result),
+    HEARTBEAT: KindSchema({}, {"busy": (_bool, True), "eval_id": (_int(), False),
+                               "episodes_done": (_int(0, 1000), False),
+                               "settings": (_settings, False)}),
     POLICY: KindSchema({"script": ArraySpec(_U8, ("N",)), "weights": ArraySpec(_F32, ("P",))},
                        {"layout": (_layout, True), "random": (_bool, True)}, _check_layout),
     WEIGHTS: KindSchema({"weights": ArraySpec(_F32, ("P",))},
@@ -191,4 +224,6 @@ SCHEMAS: dict[str, KindSchema] = {
     EVAL: KindSchema({}, {"eval_id": (_int(), True), "episodes": (_int(1, 1000), True),
                           "target_actor": (_int(), True)}),
     STOP: KindSchema({}, {"reason": (_str, False)}),  # end of run: actors exit, not restarted
+    REFUSE: KindSchema({}, {"target_actor": (_int(), True), "role": (_role, True),
+                            "reason": (_str, True)}),
 }

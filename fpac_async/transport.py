@@ -1,7 +1,9 @@
 """Thin pyzmq helpers shared by actors and learner: endpoints, socket factories, send/recv, reject counts.
 
-Topology (docs/INTERFACES.md): the learner binds a data PULL on PORT and a PUB on PORT+1; each actor
-connects a PUSH to PORT and a SUB to PORT+1. Backpressure comes from small high-water marks: when
+Topology (docs/INTERFACES.md): the learner binds a data PULL on PORT, a PUB on PORT+1 and a control
+PULL on PORT+2; each actor connects a PUSH to PORT and a SUB to PORT+1; each evaluator connects a
+PUSH to PORT+2 (its hellos, heartbeats and results must not wait behind throttled data) and a SUB
+to PORT+1. Backpressure comes from small high-water marks: when
 the learner falls behind, the PUSH queue fills and actors block in send instead of growing memory.
 """
 from __future__ import annotations
@@ -44,10 +46,12 @@ _ENDPOINT = re.compile(r"^(?:tcp://)?(?P<host>\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.
 
 @dataclass(frozen=True)
 class Endpoints:
-    """The two addresses of a learner: data (PUSH/PULL) and broadcast (PUB/SUB, data port + 1)."""
+    """The addresses of a learner: data (PUSH/PULL), broadcast (PUB/SUB, data port + 1) and
+    control (evaluators' PUSH/PULL, data port + 2)."""
 
     data: str
     pub: str
+    control: str
 
 
 def _split(endpoint: str, what: str) -> tuple[str, int]:
@@ -55,23 +59,29 @@ def _split(endpoint: str, what: str) -> tuple[str, int]:
     if match is None:
         raise ValueError(f"{what}: malformed endpoint {endpoint!r}; expected HOST:PORT or tcp://HOST:PORT")
     port = int(match["port"])
-    if not 1 <= port <= 65534:  # PORT + 1 must be a port too
-        raise ValueError(f"{what}: port {port} must be in 1..65534 (the broadcast uses PORT + 1)")
+    if not 1 <= port <= 65533:  # PORT + 1 and PORT + 2 must be ports too
+        raise ValueError(f"{what}: port {port} must be in 1..65533 (the broadcast uses PORT + 1, "
+                         f"the control socket PORT + 2)")
     return match["host"], port
 
 
+def _endpoints(host: str, port: int) -> Endpoints:
+    return Endpoints(f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}",
+                     f"tcp://{host}:{port + 2}")
+
+
 def learner_endpoints(bind: str) -> Endpoints:
-    """`tcp://*:5555` -> bind data on tcp://*:5555 and the broadcast on tcp://*:5556."""
-    host, port = _split(bind, "--bind")
-    return Endpoints(f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}")
+    """`tcp://*:5555` -> bind data on tcp://*:5555, the broadcast on :5556, control on :5557."""
+    return _endpoints(*_split(bind, "--bind"))
 
 
 def actor_endpoints(learner: str) -> Endpoints:
-    """`HOST:5555` or `tcp://HOST:5555` -> connect data to HOST:5555 and the broadcast to HOST:5556."""
+    """`HOST:5555` or `tcp://HOST:5555` -> connect data to HOST:5555, the broadcast to HOST:5556
+    and control (evaluators) to HOST:5557."""
     host, port = _split(learner, "--learner")
     if host == "*":
         raise ValueError(f"--learner: {learner!r} names no host to connect to")
-    return Endpoints(f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}")
+    return _endpoints(host, port)
 
 
 def tune_malloc_for_messages() -> bool:
@@ -158,16 +168,26 @@ def sub_socket(ctx: zmq.Context, connect: str, max_bytes: int = DEFAULT_MAX_BYTE
     return sock
 
 
-def learner_sockets(ctx: zmq.Context, bind: str,
-                    max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[zmq.Socket, zmq.Socket]:
-    """(data PULL, broadcast PUB) bound as `--bind` says."""
+CONTROL_RCVHWM = 64  # control messages queued per evaluator (small: hello, heartbeat, result)
+CONTROL_MAX_BYTES = 1 * 2**20  # hellos, heartbeats and eval results are a few hundred bytes
+
+
+def learner_sockets(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES
+                    ) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
+    """(data PULL, broadcast PUB, control PULL) bound as `--bind` says; none is left bound if
+    one of them cannot bind."""
     ep = learner_endpoints(bind)
-    pull = pull_socket(ctx, ep.data, max_bytes)
+    made: list[zmq.Socket] = []
     try:
-        return pull, pub_socket(ctx, ep.pub)
+        made.append(pull_socket(ctx, ep.data, max_bytes))
+        made.append(pub_socket(ctx, ep.pub))
+        made.append(pull_socket(ctx, ep.control, CONTROL_MAX_BYTES, rcvhwm=CONTROL_RCVHWM,
+                                rcvbuf=-1))
     except zmq.ZMQError:
-        pull.close(linger=0)
+        for sock in made:
+            sock.close(linger=0)
         raise
+    return made[0], made[1], made[2]
 
 
 def actor_sockets(ctx: zmq.Context, learner: str,
@@ -213,19 +233,24 @@ class RejectCounter:
 
 
 def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
-    """A port P such that P and P+1 are both free on `host` (the learner binds PULL on P, PUB on
-    P+1). Racy by nature (another process may take it before the learner binds); the learner then
-    fails with 'address in use' (exit 2) and the caller may retry."""
+    """A port P such that P, P+1 and P+2 are all free on `host` (the learner binds data PULL on
+    P, PUB on P+1, control PULL on P+2). Racy by nature (another process may take one before the
+    learner binds); the learner then fails with 'address in use' (exit 2) and the caller may retry."""
     for _ in range(attempts):
         with socket.socket() as a:
             a.bind((host, 0))
             port = a.getsockname()[1]
-            if port >= 65535:
+            if port >= 65534:
                 continue
-            with socket.socket() as b:
-                try:
-                    b.bind((host, port + 1))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError(f"no free pair of consecutive ports on {host} after {attempts} tries")
+            if all(_port_free(host, port + k) for k in (1, 2)):
+                return port
+    raise RuntimeError(f"no three consecutive free ports on {host} after {attempts} tries")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,4 +1,4 @@
-"""The learner's PUB socket: policy, weights, evaluation requests and the stop message.
+"""The learner's PUB socket: policy, weights, evaluation requests, refusals and the stop message.
 
 Only the main thread calls these (zmq sockets are not thread-safe). PUB never blocks: a slow
 subscriber past its high-water mark misses a message, and the next broadcast replaces it.
@@ -19,8 +19,8 @@ import torch
 import zmq
 
 from fpac_async.export import PolicyModule, export_policy, flat_weights, script_to_bytes
-from fpac_async.protocol import (Message, eval_message, policy_message, stop_message,
-                                  weights_message)
+from fpac_async.protocol import (Message, eval_message, policy_message, refuse_message,
+                                  stop_message, weights_message)
 from fpac_async.transport import send_message
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,13 @@ class Broadcaster:
         flat, layout = policy_weights(sac)
         self._send(weights_message(0, version, flat, layout, random=False))
 
-    def publish_eval(self, version: int, eval_id: int, episodes: int, target_actor: int) -> None:
-        self._send(eval_message(0, version, eval_id, episodes, target_actor))
+    def publish_eval(self, version: int, eval_id: int, episodes: int, target: int) -> None:
+        """Ask evaluator `target` for `episodes` deterministic episodes of policy `version`."""
+        self._send(eval_message(0, version, eval_id, episodes, target))
+
+    def publish_refuse(self, version: int, target: int, role: str, reason: str) -> None:
+        """Tell one actor or evaluator that its settings disagree with the run's (it exits)."""
+        self._send(refuse_message(0, version, target, role, reason))
 
     def publish_stop(self, version: int) -> None:
         """The run is over: actors exit and their supervisor does not restart them."""

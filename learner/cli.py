@@ -16,7 +16,7 @@ import sys
 from typing import Sequence
 
 from fpac_async.cli_args import add_config_args, run_config
-from fpac_async.config import ConfigError, RunConfig
+from fpac_async.config import ConfigError, RunConfig, config_json, resolve
 from learner.service import LearnerService
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue the run in --run-dir from its latest checkpoint")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="console/file log level")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the run's resolved config (task defaults under the flags) "
+                             "as JSON and exit")
     add_config_args(parser)
     return parser
 
@@ -59,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = make_config(parser, args, argv)
+        if args.print_config:
+            print(config_json(resolve(cfg)))
+            return 0
     except ConfigError as e:
         print(f"fpac-learner: {e}", file=sys.stderr)
         return 2

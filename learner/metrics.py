@@ -2,6 +2,7 @@
 
 docs/INTERFACES.md, "Run directory". One `log(row)` call writes the row to every sink:
 - metrics.jsonl: every key of the row (NaN and infinities become null), flushed per row;
+- evals.jsonl: one line per evaluation (log_eval), at the env steps of the evaluated policy;
 - metrics.csv: the fixed columns CSV_FIELDS only (missing values empty), so the header never
   changes during a run; new keys go to the jsonl and TensorBoard only;
 - TensorBoard (run_dir/tb): cleanrl-style names (charts/episodic_return, charts/SPS,
@@ -132,6 +133,18 @@ class MetricsLogger:
             self._write_tb(row, self._last_env_steps)
         if self._console:
             self._write_console(row)
+
+    def log_eval(self, record: Dict[str, Any]) -> None:
+        """One evaluation: a line in evals.jsonl (appended, flushed) and TensorBoard's
+        charts/eval_return at the env steps of the evaluated policy (not the learner's now)."""
+        clean = {k: _jsonable(v) if not isinstance(v, list) else [_jsonable(x) for x in v]
+                 for k, v in record.items()}
+        with open(os.path.join(self.run_dir, "evals.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(clean, allow_nan=False) + "\n")
+        x, step = _number(record.get("mean_return")), _number(record.get("env_steps"))
+        if self._tb is not None and x is not None and step is not None:
+            self._tb.add_scalar("eval/mean_return", x, int(step))
+            self._tb.flush()
 
     def _write_tb(self, row: Dict[str, Any], step: int) -> None:
         assert self._tb is not None

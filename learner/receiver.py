@@ -5,10 +5,15 @@ socket). Every message is decoded with the size cap; anything that fails validat
 but does not fit this run's task (frame shape, action dim, state dim, task name), is counted per
 reason by a RejectCounter and dropped: the learner never crashes on input from the network.
 
-Backpressure (docs/INTERFACES.md, "Counters"): while `admit()` is False the thread stops reading,
-so the bounded zmq queues fill up and the actors block in send. Once the env-step budget is
-reached the receiver keeps reading (so `eval_result` still arrives) but drops `steps`: the
-counters are frozen at the budget.
+Backpressure (docs/INTERFACES.md, "Counters"): while `admit()` is False the thread stops reading
+the data socket, so the bounded zmq queues fill up and the actors block in send. Once the env-step
+budget is reached the receiver keeps reading but drops `steps`: the counters are frozen at the
+budget.
+
+The control socket (evaluators' hello, heartbeat and eval_result) is read ALWAYS, throttled or
+not, and its messages are queued for the main thread (`control`), which owns the evaluation
+schedule. A hello whose settings disagree with the run's (fpac_async.settings) is rejected
+(reason 'config') and queued in `refusals` for the main thread to answer with a `refuse`.
 """
 from __future__ import annotations
 
@@ -23,9 +28,11 @@ import numpy as np
 import zmq
 
 from fpac_async.config import RunConfig, task_spec
-from fpac_async.protocol import (EVAL_RESULT, FIRST, HELLO, STATS, STEPS, TERMINAL, TRUNCATED,
-                                 Message, ProtocolError, ShapeError, decode)
-from fpac_async.transport import RejectCounter
+from fpac_async.protocol import (ACTOR, EVAL_RESULT, EVALUATOR, FIRST, HEARTBEAT, HELLO, STATS,
+                                 STEPS, TERMINAL, TRUNCATED, Message, ProtocolError, ShapeError,
+                                 decode)
+from fpac_async.settings import mismatches
+from fpac_async.transport import CONTROL_MAX_BYTES, RejectCounter
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,12 @@ class TaskMismatchError(ProtocolError):
     """A well-formed message from an actor running another task."""
 
     reason = "task"
+
+
+class SettingsMismatchError(ProtocolError):
+    """A hello from an actor or evaluator started with other settings than this run's."""
+
+    reason = "config"
 
 
 @dataclass(frozen=True)
@@ -92,9 +105,15 @@ class Receiver(threading.Thread):
     def __init__(self, sock: zmq.Socket, shapes: TaskShapes, replay_add: Callable[..., None],
                  admit: Callable[[int], bool], action_repeat: int, env_step_budget: int,
                  max_bytes: int, expect_state: bool = False, agent_steps: int = 0,
-                 episodes: int = 0, policy_version: int = 0) -> None:
+                 episodes: int = 0, policy_version: int = 0,
+                 control: zmq.Socket | None = None, settings: dict | None = None,
+                 expect_frames: bool = True) -> None:
         super().__init__(name="fpac-receiver", daemon=True)
         self.sock = sock
+        self.control_sock = control
+        self.settings = settings  # what every hello must agree with (None: not checked)
+        self.control: queue.Queue[Message] = queue.Queue(maxsize=1000)
+        self.refusals: queue.Queue[tuple[int, str, str]] = queue.Queue(maxsize=1000)
         self.shapes = shapes
         self.replay_add = replay_add
         self.admit = admit
@@ -102,13 +121,14 @@ class Receiver(threading.Thread):
         self.env_step_budget = int(env_step_budget)
         self.max_bytes = int(max_bytes)
         self.expect_state = expect_state
+        # False when the encoder needs no pixels: steps then carry state and no frames (obs)
+        self.expect_frames = bool(expect_frames)
         self.rejects = RejectCounter()
         self.policy_version = int(policy_version)  # written by the main thread (an atomic int)
         self.agent_steps = int(agent_steps)
         self.episodes = int(episodes)
         self.hello_pending = threading.Event()  # main thread re-publishes the policy
         self.budget_reached = threading.Event()
-        self.eval_results: queue.Queue[Message] = queue.Queue(maxsize=1000)
         self.actor_perf: dict[int, dict[str, float]] = {}
         self.error: BaseException | None = None
         self._seen: dict[int, float] = {}
@@ -148,14 +168,26 @@ class Receiver(threading.Thread):
 
     # ------------------------------------------------------------------ thread body
     def run(self) -> None:
+        poller = zmq.Poller()
+        if self.control_sock is not None:
+            poller.register(self.control_sock, zmq.POLLIN)
         try:
             while not self._halt.is_set():
-                if not self.budget_reached.is_set() and not self.admit(self.agent_steps):
-                    time.sleep(IDLE_SLEEP_S)  # leave messages queued: actors block (backpressure)
+                # The data socket only while admitted: leaving its messages queued makes the
+                # actors block (backpressure). The control socket always.
+                admitted = self.budget_reached.is_set() or self.admit(self.agent_steps)
+                if admitted:
+                    poller.register(self.sock, zmq.POLLIN)
+                elif self.sock in poller:
+                    poller.unregister(self.sock)
+                if not poller.sockets:
+                    time.sleep(IDLE_SLEEP_S)
                     continue
-                if not self.sock.poll(50, zmq.POLLIN):
-                    continue
-                self.handle(self.sock.recv_multipart(copy=False))
+                ready = dict(poller.poll(50 if admitted else IDLE_SLEEP_S * 1000))
+                if self.control_sock is not None and self.control_sock in ready:
+                    self.handle_control(self.control_sock.recv_multipart(copy=False))
+                if self.sock in ready:
+                    self.handle(self.sock.recv_multipart(copy=False))
         except zmq.ContextTerminated:
             pass
         except Exception as e:  # noqa: BLE001 - reported to the main thread, which stops the run
@@ -163,50 +195,98 @@ class Receiver(threading.Thread):
             self.error = e
 
     def handle(self, frames: list[Any]) -> None:
-        """Decode and apply one message; a rejected message is counted and dropped."""
+        """Decode and apply one data-socket message; a rejected message is counted and dropped."""
         try:
             msg = decode(frames, self.max_bytes)
             if msg.kind == STEPS:
                 self._on_steps(msg)
             elif msg.kind == HELLO:
-                self._on_hello(msg)
+                self._on_hello(msg, ACTOR)
             elif msg.kind == STATS:
                 self._on_stats(msg)
-            elif msg.kind == EVAL_RESULT:
-                self.eval_results.put_nowait(msg)
-            else:  # a learner -> actor kind sent to the learner
-                raise TaskMismatchError(f"kind {msg.kind!r} is not sent to the learner")
+            else:  # evaluator kinds belong on the control socket; learner kinds nowhere here
+                raise TaskMismatchError(f"kind {msg.kind!r} is not accepted on the data socket")
         except ProtocolError as e:
-            self.rejects.add(e)
-            return
-        except queue.Full:
-            log.warning("dropping an eval_result: 1000 are already waiting")
+            self.rejects.add(e, "the data socket")
             return
         with self._lock:
             self._seen[msg.actor] = time.monotonic()
 
-    def _on_hello(self, msg: Message) -> None:
+    def handle_control(self, frames: list[Any]) -> None:
+        """Decode one control-socket message (evaluators) and queue it for the main thread."""
+        try:
+            msg = decode(frames, CONTROL_MAX_BYTES)
+            if msg.kind == HELLO:
+                self._on_hello(msg, EVALUATOR)
+            elif msg.kind == HEARTBEAT:  # only evaluators with the run's settings count as alive
+                self._refusing(msg, EVALUATOR, lambda: self._check_settings(msg, EVALUATOR))
+            elif msg.kind != EVAL_RESULT:
+                raise TaskMismatchError(f"kind {msg.kind!r} is not accepted on the control socket")
+        except ProtocolError as e:
+            self.rejects.add(e, "the control socket")
+            return
+        try:
+            self.control.put_nowait(msg)
+        except queue.Full:
+            log.warning("dropping a %s from evaluator %d: 1000 control messages are waiting",
+                        msg.kind, msg.actor)
+
+    def _check_settings(self, msg: Message, role: str) -> None:
+        """Reject a sender whose run settings differ from this run's, naming each flag."""
+        if self.settings is None:
+            return
+        diff = mismatches(self.settings, msg.meta.get("settings"))
+        if diff:
+            raise SettingsMismatchError(f"{role} {msg.actor} was started with other settings "
+                                        f"than the learner's: {'; '.join(diff)}")
+
+    def _refusing(self, msg: Message, role: str, check: Callable[[], None]) -> None:
+        """Run `check`; if it rejects the message, also queue a `refuse` for its sender (the main
+        thread publishes it: the sender exits instead of saying hello forever)."""
+        try:
+            check()
+        except ProtocolError as e:
+            try:
+                self.refusals.put_nowait((msg.actor, role, str(e)))
+            except queue.Full:
+                pass  # the sender says hello again every second: it is refused then
+            raise
+
+    def _on_hello(self, msg: Message, role: str) -> None:
+        self._refusing(msg, role, lambda: self._check_hello(msg, role))
+        self.hello_pending.set()
+
+    def _check_hello(self, msg: Message, role: str) -> None:
         meta, s = msg.meta, self.shapes
+        if meta.get("role", ACTOR) != role:
+            raise TaskMismatchError(f"hello from {meta.get('role')} {msg.actor} on the "
+                                    f"{role}s' socket")
         if meta["task"] != s.task:
-            raise TaskMismatchError(f"hello from actor {msg.actor}: task {meta['task']!r}, "
+            raise TaskMismatchError(f"hello from {role} {msg.actor}: task {meta['task']!r}, "
                                     f"this learner trains {s.task!r}")
         shape = tuple(meta["obs_shape"])
         # Actors may state the frame shape (3, H, W) or the stacked one (3S, H, W).
         if len(shape) != 3 or shape[1:] != s.frame_shape[1:] or shape[0] % 3:
-            raise ShapeError(f"hello from actor {msg.actor}: obs_shape {list(shape)}, "
+            raise ShapeError(f"hello from {role} {msg.actor}: obs_shape {list(shape)}, "
                              f"expected {list(s.frame_shape)}")
         if meta["action_dim"] != s.action_dim:
-            raise ShapeError(f"hello from actor {msg.actor}: action_dim {meta['action_dim']}, "
+            raise ShapeError(f"hello from {role} {msg.actor}: action_dim {meta['action_dim']}, "
                              f"expected {s.action_dim}")
         if "state_dim" in meta and meta["state_dim"] not in (0, s.state_dim):
-            raise ShapeError(f"hello from actor {msg.actor}: state_dim {meta['state_dim']}, "
+            raise ShapeError(f"hello from {role} {msg.actor}: state_dim {meta['state_dim']}, "
                              f"expected {s.state_dim}")
-        self.hello_pending.set()
+        self._check_settings(msg, role)
 
     def _on_steps(self, msg: Message) -> None:
         a, s = msg.arrays, self.shapes
-        obs = a["obs"]
-        if obs.shape[1:] != s.frame_shape:
+        obs = a.get("obs")
+        if self.expect_frames and obs is None:
+            raise ShapeError(f"steps from actor {msg.actor}: no frames, but this run's encoder "
+                             f"needs pixels")
+        if not self.expect_frames and obs is not None:
+            raise ShapeError(f"steps from actor {msg.actor}: frames, but this run's encoder needs "
+                             f"none (its actors must not render)")
+        if obs is not None and obs.shape[1:] != s.frame_shape:
             raise ShapeError(f"steps from actor {msg.actor}: frames {list(obs.shape[1:])}, "
                              f"expected {list(s.frame_shape)}")
         if a["action"].shape[1] != s.action_dim:

@@ -9,10 +9,11 @@ static per-domain table (learner.receiver.DOMAIN_DIMS), so the SAC and the polic
 any actor connects and a hello can be answered at once; hellos and steps that disagree with them
 are rejected (counted), never trusted.
 
-Exit codes of `run()`: 0 the budget was reached (final evaluation done or timed out, `stop`
-published); 2 the run could not start (device, config, checkpoint, address in use): nothing in the
-run directory was overwritten; 128 + signal number after SIGTERM/SIGINT (checkpoint written, no
-`stop` published: actors keep waiting for a resumed learner); 1 an unexpected failure.
+Exit codes of `run()`: 0 the budget was reached and the final policy's evaluation is recorded
+(`stop` published); 1 the same but the final evaluation did not complete in final_eval_timeout_s,
+or an unexpected failure; 2 the run could not start (device, config, checkpoint, address in
+use): nothing in the run directory was overwritten; 128 + signal number after SIGTERM/SIGINT (checkpoint written, no
+`stop` published: actors keep waiting for a resumed learner).
 """
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ import zmq
 
 from fpac_async.config import ConfigError, RunConfig, resolve, save_config, to_dict
 from fpac_async.export import export_policy
+from fpac_async.protocol import EVAL_RESULT, HEARTBEAT, HELLO
 from fpac_async.sac import SAC
+from fpac_async.settings import run_settings
 from fpac_async.transport import learner_sockets
 from learner.broadcaster import Broadcaster
 from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
                                 restore_rng, save_checkpoint)
-from learner.evaluation import Evaluator
+from learner.evaluation import EvalRecord, EvalSchedule
 from learner.metrics import MetricsLogger, RateMeter
 from learner.receiver import Receiver, task_shapes
 from learner.replay import Replay
@@ -117,28 +120,39 @@ class LearnerService:
                               f"that run, or choose another --run-dir")
         # Bind before writing anything: an address in use must not touch the run directory.
         self._ctx = zmq.Context()
-        pull, pub = learner_sockets(self._ctx, cfg.learner.bind, cfg.learner.max_message_bytes)
-        self._sockets = [pull, pub]
+        pull, pub, control = learner_sockets(self._ctx, cfg.learner.bind,
+                                             cfg.learner.max_message_bytes)
+        self._sockets = [pull, pub, control]
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
 
         self.shapes = shapes = task_shapes(cfg)
         state_dim = shapes.state_dim if cfg.agent.encoder == "state" else 0
+        pixels = cfg.agent.encoder != "state"  # the state encoder needs no frames: none stored
         stack = cfg.agent.frame_stack
         obs_shape = (3 * stack, *shapes.frame_shape[1:])
         self.sac = SAC(cfg.agent, obs_shape, shapes.action_dim, self.device, state_dim=state_dim)
         self.replay = Replay(cfg.replay.capacity, shapes.frame_shape, shapes.action_dim, stack,
                              state_dim, self.device, on_gpu=cfg.replay.on_gpu, seed=cfg.seed,
-                             batch_size=cfg.agent.batch_size)
+                             batch_size=cfg.agent.batch_size, pixels=pixels)
         self.trainer = Trainer(self.sac, self.replay, cfg.agent, cfg.replay,
                                cfg.agent.batch_size, self.device)
         counters = {"agent_steps": 0, "episodes": 0, "policy_version": 0, "updates": 0}
         if ckpt is not None:
             self.sac.load_state_dict(ckpt["sac"])
             counters = ckpt["counters"]
-            self.trainer.load_state_dict({"updates": counters["updates"]})
+            self.trainer.load_state_dict({"updates": counters["updates"],
+                                          "ratio_offset": counters.get("ratio_offset", 0)})
             if ckpt.get("replay") is not None:
                 self.replay.load_state_dict(ckpt["replay"])
+            elif int(counters["agent_steps"]) >= cfg.replay.initial_random_steps:
+                # No saved replay: refill it with the current policy before updating again (a
+                # run stopped inside its random phase refills by itself: nothing to do there).
+                refill = min(cfg.replay.capacity, max(cfg.agent.batch_size,
+                                                      cfg.replay.initial_random_steps))
+                self.trainer.start_refill(int(counters["agent_steps"]), refill)
+                log.info("resumed without a saved replay: refilling it with %d transitions of "
+                         "the current policy before the next update", refill)
             restore_rng(ckpt)
             log.info("resumed from %s: %s", ckpt["path"], counters)
         log.info("%s", self.replay.describe())
@@ -148,18 +162,20 @@ class LearnerService:
         self.version = int(counters["policy_version"])
         self.random_phase = int(counters["agent_steps"]) < cfg.replay.initial_random_steps
         self.broadcaster = Broadcaster(pub)
-        # A checkpoint may be taken while updates are still owed (up to the admission slack). A
-        # resume without the saved replay cannot run them until data arrives, and admission would
-        # wait for them: a deadlock. So steps are also admitted while the replay holds < a batch.
-        batch = cfg.agent.batch_size
-        admit = lambda steps: self.trainer.admit(steps) or self.replay.num_valid < batch  # noqa: E731
-        self.receiver = Receiver(pull, shapes, self.replay.add, admit,
+        # Admission is the trainer's (it admits everything while a resume refills the replay).
+        self.receiver = Receiver(pull, shapes, self.replay.add, self.trainer.admit,
                                  cfg.env.action_repeat, cfg.env_steps,
                                  cfg.learner.max_message_bytes, expect_state=state_dim > 0,
+                                 expect_frames=pixels,
                                  agent_steps=int(counters["agent_steps"]),
-                                 episodes=int(counters["episodes"]), policy_version=self.version)
-        self.evaluator = Evaluator(cfg.learner.eval_every_env_steps, cfg.learner.eval_episodes,
-                                   self.eval_timeout_s, start_env_steps=self.receiver.env_steps)
+                                 episodes=int(counters["episodes"]), policy_version=self.version,
+                                 control=control,
+                                 settings=run_settings(cfg.env, stack, cfg.agent.encoder))
+        self.evaluator = EvalSchedule(cfg.learner.eval_every_env_steps, cfg.learner.eval_episodes,
+                                      self.eval_timeout_s, start_env_steps=self.receiver.env_steps)
+        # Policy version -> env steps when it was broadcast: evaluations are recorded at the env
+        # steps of the version they evaluated (the learning curve's x axis).
+        self.version_env_steps = {self.version: self.receiver.env_steps}
         # Last: a start-up that fails (an incompatible checkpoint or replay) leaves config.json as
         # it was, so the run can still be resumed with its own config.
         save_config(cfg, os.path.join(run_dir, "config.json"))
@@ -205,13 +221,15 @@ class LearnerService:
                     trainer.owed(r.agent_steps) == 0 or self.replay.num_valid < 1):
                 if trainer.updates != self.broadcast_at:
                     self._broadcast()  # the final evaluation runs the final weights
-                self.evaluator.request_final(r.env_steps)
+                self.evaluator.request_final(r.env_steps, self.version)
                 deadline = time.monotonic() + self.final_eval_timeout_s
                 log.info("reached %d env steps (budget %d): final evaluation", r.env_steps,
                          cfg.env_steps)
             if deadline is not None and (self.evaluator.final_done or time.monotonic() > deadline):
                 if not self.evaluator.final_done:
-                    log.warning("final evaluation timed out after %.0f s", self.final_eval_timeout_s)
+                    log.error("the final evaluation did not complete within %.0f s (evaluators "
+                              "alive: %s): exit code 1", self.final_eval_timeout_s,
+                              self.evaluator.alive() or "none")
                 break
             if time.monotonic() - last_row >= cfg.learner.log_every_s:
                 self._log_row()
@@ -228,7 +246,7 @@ class LearnerService:
             self.broadcaster.publish_stop(self.version)
             time.sleep(0.05)
         log.info("run finished: %d env steps, %d updates", r.env_steps, trainer.updates)
-        return 0
+        return 0 if self.evaluator.final_done else 1
 
     def _chunk(self) -> int:
         """Updates for the next train() call: stop exactly at broadcast/checkpoint points."""
@@ -242,24 +260,55 @@ class LearnerService:
         self.version += 1
         assert self.receiver is not None
         self.receiver.policy_version = self.version
+        self.version_env_steps[self.version] = self.receiver.env_steps
+        while len(self.version_env_steps) > 100_000:  # bounded: oldest versions first
+            self.version_env_steps.pop(next(iter(self.version_env_steps)))
         self.broadcaster.publish_weights(self.sac, self.version)
         self.broadcast_at = self.trainer.updates
 
     def _evaluate(self) -> None:
+        """Feed the evaluators' control messages to the schedule, answer refused hellos, and
+        publish whatever evaluation request is due."""
         r = self.receiver
         assert r is not None
-        while not r.eval_results.empty():
-            msg = r.eval_results.get_nowait()
-            record = self.evaluator.on_result(msg.actor, msg.meta["eval_id"], msg.meta["returns"],
-                                              msg.meta["lengths"])
-            if record is not None:
-                self._log_row(eval_env_steps=record.env_steps)
-        request = self.evaluator.poll(r.env_steps, r.actors())
+        while not r.refusals.empty():
+            target, role, reason = r.refusals.get_nowait()
+            log.error("refusing %s", reason)
+            self.broadcaster.publish_refuse(self.version, target, role, reason)
+        while not r.control.empty():
+            msg = r.control.get_nowait()
+            if msg.kind == HELLO:
+                self.evaluator.on_heartbeat(msg.actor)
+                r.hello_pending.set()  # a new evaluator needs the policy
+            elif msg.kind == HEARTBEAT:
+                self.evaluator.on_heartbeat(msg.actor, msg.meta["busy"], msg.meta.get("eval_id"),
+                                            msg.meta.get("episodes_done", 0))
+            elif msg.kind == EVAL_RESULT:
+                record = self.evaluator.on_result(
+                    msg.actor, msg.meta["eval_id"], msg.meta["returns"], msg.meta["lengths"],
+                    msg.version, self.version_env_steps.get, msg.meta.get("wall_s"))
+                if record is not None:
+                    self._record_eval(record)
+        request = self.evaluator.poll(r.env_steps, self.version)
         if request is not None:
-            log.info("evaluation %d: %d episodes on actor %d", request.eval_id, request.episodes,
-                     request.target_actor)
-            self.broadcaster.publish_eval(self.version, request.eval_id, request.episodes,
-                                          request.target_actor)
+            log.info("evaluation %d: %d episodes of version %d on evaluator %d", request.eval_id,
+                     request.episodes, request.version, request.target)
+            self.broadcaster.publish_eval(request.version, request.eval_id, request.episodes,
+                                          request.target)
+
+    def _record_eval(self, record: EvalRecord) -> None:
+        """One line per evaluation in evals.jsonl, and a metrics row marked with its env steps."""
+        assert self.metrics is not None
+        returns = np.asarray(record.returns)
+        self.metrics.log_eval({
+            "env_steps": record.env_steps, "version": record.version,
+            "mean_return": record.mean_return, "std_return": float(returns.std()),
+            "returns": list(record.returns), "lengths": list(record.lengths),
+            "evaluator": record.evaluator, "final": record.final, "time": record.finished_at,
+            "wall_s": record.wall_s, "requested_env_steps": record.requested_env_steps,
+            "learner_env_steps": self.counters()["env_steps"]})
+        self._log_row(eval_env_steps=record.env_steps, eval_version=record.version,
+                      eval_std=float(returns.std()), eval_final=record.final)
 
     # ------------------------------------------------------------------ disk
     def counters(self) -> dict[str, int]:
@@ -268,7 +317,7 @@ class LearnerService:
         agent_steps = r.agent_steps  # read once: env_steps derives from it
         return {"env_steps": agent_steps * self.cfg.env.action_repeat, "agent_steps": agent_steps,
                 "updates": self.trainer.updates, "episodes": r.episodes,
-                "policy_version": self.version}
+                "policy_version": self.version, "ratio_offset": self.trainer.ratio_offset}
 
     def _checkpoint(self) -> None:
         assert self.receiver is not None

@@ -105,6 +105,8 @@ class Trainer:
         if self.overlap and self.device.type != "cuda":
             raise ValueError("overlap=True needs a CUDA device")
         self._stream = torch.cuda.Stream(self.device) if self.overlap else None
+        self._initial = int(replay_cfg.initial_random_steps)
+        self._refill: Optional[tuple[int, int]] = None  # (agent steps at the start, replay size)
         self._pending: Optional[tuple[Batch, Any]] = None  # (batch, copy-done event)
         self._last_copy: Any = None  # copy-done event of the batch handed out last
 
@@ -113,14 +115,42 @@ class Trainer:
         return self.ratio.owed(agent_steps, self.updates)
 
     def admit(self, agent_steps: int) -> bool:
-        """For the receiver thread: may it accept more steps now? (reads one int: thread-safe)"""
-        return self.ratio.admit(agent_steps, self.updates)
+        """For the receiver thread: may it accept more steps now? Always while refilling."""
+        return self._refill is not None or self.ratio.admit(agent_steps, self.updates)
+
+    @property
+    def ratio_offset(self) -> int:
+        """Agent steps excluded from the replay ratio besides the initial random ones: the
+        refills of resumes without a saved replay (kept in checkpoints)."""
+        return self.ratio.initial - self._initial
+
+    @property
+    def refilling(self) -> bool:
+        return self._refill is not None
+
+    def start_refill(self, agent_steps: int, size: int) -> None:
+        """A resume without the saved replay: take `size` transitions (acted by the current
+        policy) before the next update, and owe no updates for them, as for the initial random
+        steps of a fresh run. Without this the first updates would draw batches of 128 from a
+        few dozen transitions."""
+        self._refill = (int(agent_steps), int(size))
+
+    def _refill_done(self, agent_steps: int) -> bool:
+        if self._refill is None:
+            return True
+        start, size = self._refill
+        if self.replay.num_valid < size:
+            return False
+        self.ratio.initial += int(agent_steps) - start  # the refill steps owe no updates
+        self._refill = None
+        return True
 
     def state_dict(self) -> Dict[str, int]:
-        return {"updates": int(self.updates)}
+        return {"updates": int(self.updates), "ratio_offset": self.ratio_offset}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         self.updates = int(state["updates"])
+        self.ratio.initial = self._initial + int(state.get("ratio_offset", 0))
         self.lr = None  # re-apply the schedule on the next call (the optimizer state holds an lr)
         self._pending = None
         self._last_copy = None
@@ -130,6 +160,8 @@ class Trainer:
               max_updates: int = 64) -> Optional[Dict[str, float]]:
         """Run min(owed, max_updates) updates. Returns the mean of each metric over them plus
         'lr' and 'updates_run', or None when no update ran (nothing owed or replay empty)."""
+        if not self._refill_done(agent_steps):
+            return None
         n = min(self.owed(agent_steps), int(max_updates))
         if n <= 0 or self.replay.num_valid < 1:
             return None

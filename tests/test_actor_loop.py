@@ -14,6 +14,7 @@ from actors.sender import StreamSender
 from fpac_async import protocol as P
 from fpac_async.config import EnvConfig, RunConfig, resolve
 from fpac_async.export import script_from_bytes
+from fpac_async.settings import run_settings
 from test_actor_service import FakeLearner, tiny_policy
 
 ENV = resolve(RunConfig(env=EnvConfig(task="point_reach", envs_per_actor=2))).env
@@ -127,24 +128,26 @@ def _run_actor(learner: FakeLearner, steps: int, **kw) -> tuple[threading.Thread
     return thread, result
 
 
-def test_actor_loop_streams_complete_episodes_picks_up_weights_and_answers_eval():
+def test_actor_loop_streams_complete_episodes_picks_up_weights_and_ignores_eval():
     learner = FakeLearner(random=True)
     try:
         thread, result = _run_actor(learner, steps=260)  # 2 envs: 130 agent steps each
         learner.pump(lambda f: sum(len(m.arrays["flags"]) for m in f.messages[P.STEPS]) >= 40)
         learner.publish_weights(1, scale=0.5)
+        # Evaluation is the evaluator processes' job: a training actor never pauses for one,
+        # even when the request carries its id.
         learner.publish(P.eval_message(learner.seq, 1, eval_id=9, episodes=3, target_actor=5))
-        learner.publish(P.eval_message(learner.seq, 1, eval_id=10, episodes=2, target_actor=4))
-        learner.pump(lambda f: not thread.is_alive() and len(f.messages[P.EVAL_RESULT]) >= 1)
+        learner.pump(lambda f: not thread.is_alive())
         thread.join(10)
         learner.drain()  # the actor closed its socket with linger: everything is queued here
     finally:
         learner.close()
     assert result["reason"] == "steps"
-    # Eval: only the addressed actor answers, with the requested number of 50-step episodes.
-    [answer] = learner.messages[P.EVAL_RESULT]
-    assert answer.meta["eval_id"] == 9 and answer.actor == 5
-    assert len(answer.meta["returns"]) == 3 and answer.meta["lengths"] == [50, 50, 50]
+    assert not learner.messages[P.EVAL_RESULT]
+    # Its hellos carry the run settings the learner checks (fpac_async.settings).
+    hello = learner.messages[P.HELLO][0]
+    assert hello.meta["role"] == P.ACTOR
+    assert hello.meta["settings"] == run_settings(ENV, 2, "fpac")
     # Stats: finished training episodes of 50 steps with per-env ids, and perf figures.
     episodes = [e for m in learner.messages[P.STATS] for e in m.meta.get("episodes", [])]
     assert len(episodes) == 4 and {e["length"] for e in episodes} == {50}
@@ -180,6 +183,24 @@ def test_actor_loop_streams_complete_episodes_picks_up_weights_and_answers_eval(
     i = 52
     stack = np.concatenate([records[0]["obs"][i - 1], records[0]["obs"][i]])
     assert stack.shape == (6, 32, 32)
+
+
+def test_refuse_for_this_actor_ends_it_as_refused():
+    learner = FakeLearner(random=True)
+    try:
+        thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: len(f.messages[P.STEPS]) >= 1)
+        # Another actor's refusal, and an evaluator's with this id, leave it running.
+        learner.publish(P.refuse_message(learner.seq, 0, 4, P.ACTOR, "not you"))
+        learner.publish(P.refuse_message(learner.seq, 0, 5, P.EVALUATOR, "not you either"))
+        n = len(learner.messages[P.STEPS])
+        learner.pump(lambda f: len(f.messages[P.STEPS]) >= n + 3)
+        assert thread.is_alive()
+        learner.publish(P.refuse_message(learner.seq, 0, 5, P.ACTOR, "--frame-stack 3"))
+        learner.pump(lambda f: not thread.is_alive())
+    finally:
+        learner.close()
+    assert result["reason"] == "refused"
 
 
 def test_stop_from_the_learner_ends_the_loop():
@@ -224,16 +245,14 @@ def test_overlapped_lanes_stream_every_env_in_order_replay_exactly_and_take_weig
     try:
         thread, result = _run_actor(learner, steps=260, overlap=True)  # 2 lanes of 1 env
         learner.pump(lambda f: sum(len(m.arrays["flags"]) for m in f.messages[P.STEPS]) >= 40)
-        learner.publish_weights(1, scale=0.0)  # zero weights: |action| = |tanh(0.018 eps)| < 0.1
-        learner.publish(P.eval_message(learner.seq, 1, eval_id=4, episodes=2, target_actor=5))
-        learner.pump(lambda f: not thread.is_alive() and len(f.messages[P.EVAL_RESULT]) >= 1)
+        # Zero weights but log-std biases of -10: |action| = |tanh(4.5e-5 eps)| < 0.1.
+        learner.publish_weights(1, scale=0.0, log_std_bias=-10.0)
+        learner.pump(lambda f: not thread.is_alive())
         thread.join(10)
         learner.drain()
     finally:
         learner.close()
     assert result["reason"] == "steps" and result["loop"].overlap
-    [answer] = learner.messages[P.EVAL_RESULT]
-    assert answer.meta["eval_id"] == 4 and answer.meta["lengths"] == [50, 50]
     records = _streams(learner, 5)
     assert sorted(records) == [0, 1]
     for e in (0, 1):

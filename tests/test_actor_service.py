@@ -40,7 +40,8 @@ def tiny_policy(seed: int = 0) -> tuple[bytes, np.ndarray, list]:
 
 
 class FakeLearner:
-    """Binds PULL on a free port and PUB on the next; collects every message by kind."""
+    """Binds PULL on a free port, PUB on the next and the control PULL (evaluators) on the one
+    after; collects every message by kind."""
 
     def __init__(self, random: bool = True) -> None:
         self.ctx = zmq.Context()
@@ -55,11 +56,20 @@ class FakeLearner:
             except zmq.ZMQError:
                 self.pull.close(linger=0)
                 continue
+            try:
+                self.control = pull_socket(self.ctx, f"tcp://127.0.0.1:{port + 2}")
+            except zmq.ZMQError:
+                self.pull.close(linger=0)
+                self.pub.close(linger=0)
+                continue
             break
         else:
             raise RuntimeError("no free port pair")
         self.port = port
         self.endpoint = f"127.0.0.1:{port}"
+        self._poller = zmq.Poller()
+        self._poller.register(self.pull, zmq.POLLIN)
+        self._poller.register(self.control, zmq.POLLIN)
         self.script, self.flat, self.layout = tiny_policy()
         self.version = 0
         self.random = random
@@ -74,10 +84,21 @@ class FakeLearner:
         self.publish(P.policy_message(self.seq, self.version, self.script, self.flat,
                                       self.layout, self.random))
 
-    def publish_weights(self, version: int, scale: float = 1.0) -> None:
+    def publish_weights(self, version: int, scale: float = 1.0,
+                        log_std_bias: float | None = None) -> None:
+        """Weights scaled by `scale`; log_std_bias: set the actor's last-layer log-std biases
+        (the second half of its outputs) to this value (a policy of known noise)."""
         self.version = version
         self.random = False
         self.flat = (self.flat * np.float32(scale)).astype(np.float32)
+        if log_std_bias is not None:
+            offset = 0
+            last = [n for n, _ in self.layout if n.startswith("actor.") and n.endswith(".bias")][-1]
+            for name, shape in self.layout:
+                size = int(np.prod(shape))
+                if name == last:
+                    self.flat[offset + size // 2:offset + size] = log_std_bias
+                offset += size
         self.publish(P.weights_message(self.seq, version, self.flat, self.layout))
 
     def pump(self, until: Callable[["FakeLearner"], bool], timeout_s: float = 20.0) -> None:
@@ -95,7 +116,11 @@ class FakeLearner:
             pass
 
     def _receive_one(self, timeout_ms: int) -> bool:
-        msg = recv_message(self.pull, timeout_ms=timeout_ms)
+        ready = dict(self._poller.poll(timeout_ms))
+        if not ready:
+            return False
+        sock = self.control if self.control in ready else self.pull
+        msg = recv_message(sock, timeout_ms=0)
         if msg is None:
             return False
         if msg.kind == P.STEPS:  # decoded arrays view the received frames: copy to keep
@@ -114,8 +139,8 @@ class FakeLearner:
         return out
 
     def close(self) -> None:
-        self.pull.close(linger=0)
-        self.pub.close(linger=0)
+        for sock in (self.pull, self.pub, self.control):
+            sock.close(linger=0)
         self.ctx.term()
 
 

@@ -1,5 +1,6 @@
-"""A running learner fed hostile input over a REAL PULL socket: every bad message is counted per
-reason and dropped, the learner keeps running, and good messages are still accepted afterwards."""
+"""A running learner fed hostile input over its REAL data and control PULL sockets: every bad
+message is counted per reason and dropped, the learner keeps running, and good messages are still
+accepted afterwards."""
 from __future__ import annotations
 
 import json
@@ -17,8 +18,10 @@ import zmq
 
 from fpac_async.transport import free_port_pair
 from fpac_async import protocol as P
-from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig)
-from fpac_async.transport import actor_sockets
+from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
+                               resolve)
+from fpac_async.settings import run_settings
+from fpac_async.transport import actor_endpoints, actor_sockets
 from learner.service import LearnerService
 
 LOOPBACK = "127.0.0.1"
@@ -69,6 +72,28 @@ def hostile_messages() -> list[tuple[str, list[bytes]]]:
         ("shape", frames_of(P.hello_message(1, "point_reach", 1, (3, 64, 64), 2))),
         ("task", frames_of(P.hello_message(1, "cartpole_swingup", 1, (3, 32, 32), 2))),
         ("task", frames_of(P.weights_message(0, 1, np.zeros(3, np.float32), [["w", [3]]]))),
+        # A hello without run settings, or with another action repeat: refused by name.
+        ("config", frames_of(P.hello_message(1, "point_reach", 1, (3, 32, 32), 2))),
+        ("config", frames_of(P.hello_message(1, "point_reach", 1, (3, 32, 32), 2,
+                                             settings={**SETTINGS, "action_repeat": 4}))),
+        # Evaluator kinds belong on the control socket.
+        ("task", frames_of(P.heartbeat_message(1, 0, 0, False, settings=SETTINGS))),
+    ]
+
+
+def hostile_control_messages() -> list[tuple[str, list[bytes]]]:
+    """What the control socket (evaluators) gets: the same validation, its own kinds only."""
+    beat = frames_of(P.heartbeat_message(2, 0, 0, False, settings=SETTINGS))
+    return [
+        ("garbage", [b"\x00\xff not msgpack"]),
+        ("schema", patched(P.heartbeat_message(2, 0, 0, False),
+                           lambda h: h["meta"].__setitem__("busy", "yes"))),
+        ("task", frames_of(steps())),  # training data on the control socket
+        ("task", frames_of(P.stop_message(0, 0))),
+        ("config", frames_of(P.heartbeat_message(2, 0, 0, False))),  # no settings
+        ("task", frames_of(P.hello_message(2, "point_reach", 1, (3, 32, 32), 2, role=P.ACTOR,
+                                           settings=SETTINGS))),  # an actor's hello
+        ("oversized", [beat[0], b"\0" * 2**19, b"\0" * (2**19 + 16)]),  # 1 MiB cap in all
     ]
 
 
@@ -94,16 +119,23 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(n)
 
 
-def test_hostile_input_is_counted_and_survived(tmp_path, ctx: zmq.Context) -> None:
-    run_dir, port = str(tmp_path / "run"), free_port_pair()
-    cfg = RunConfig(
+def _config(run_dir: str, port: int) -> RunConfig:
+    return RunConfig(
         agent=AgentConfig(hidden_dim=32, num_points=4, conv_channels=8, batch_size=8),
         env=EnvConfig(task="point_reach"),
         replay=ReplayConfig(capacity=500, initial_random_steps=1000),
         learner=LearnerConfig(bind=f"tcp://{LOOPBACK}:{port}", gpus=0, max_message_bytes=CAP,
                               log_every_s=0.1, eval_every_env_steps=0),
         env_steps=10**6, run_dir=run_dir)
-    service = LearnerService(cfg, tensorboard=False, console=False)
+
+
+_RESOLVED = resolve(_config("unused", 5555))
+SETTINGS = run_settings(_RESOLVED.env, _RESOLVED.agent.frame_stack, _RESOLVED.agent.encoder)
+
+
+def test_hostile_input_is_counted_and_survived(tmp_path, ctx: zmq.Context) -> None:
+    run_dir, port = str(tmp_path / "run"), free_port_pair()
+    service = LearnerService(_config(run_dir, port), tensorboard=False, console=False)
     code: list[int] = []
     thread = threading.Thread(target=lambda: code.append(service.run()), daemon=True)
     thread.start()
@@ -113,9 +145,13 @@ def test_hostile_input_is_counted_and_survived(tmp_path, ctx: zmq.Context) -> No
 
     hostile = ctx.socket(zmq.PUSH)
     hostile.connect(f"tcp://{LOOPBACK}:{port}")
-    cases = hostile_messages()
-    for _, frames in cases:
+    control = ctx.socket(zmq.PUSH)
+    control.connect(actor_endpoints(f"{LOOPBACK}:{port}").control)
+    cases = hostile_messages() + hostile_control_messages()
+    for _, frames in hostile_messages():
         hostile.send_multipart(frames)
+    for _, frames in hostile_control_messages():
+        control.send_multipart(frames)
     expected: dict[str, int] = {}
     for reason, _ in cases:
         expected[reason] = expected.get(reason, 0) + 1
@@ -134,9 +170,11 @@ def test_hostile_input_is_counted_and_survived(tmp_path, ctx: zmq.Context) -> No
     policy = None
     deadline = time.monotonic() + 15
     while policy is None and time.monotonic() < deadline:
-        push.send_multipart(P.encode(P.hello_message(1, "point_reach", os.getpid(), (3, 32, 32), 2)))
-        if sub.poll(200, zmq.POLLIN):
-            policy = P.decode(sub.recv_multipart())
+        push.send_multipart(P.encode(P.hello_message(1, "point_reach", os.getpid(), (3, 32, 32),
+                                                     2, role=P.ACTOR, settings=SETTINGS)))
+        while policy is None and sub.poll(200, zmq.POLLIN):
+            msg = P.decode(sub.recv_multipart())  # refusals of the hostile hellos come first
+            policy = msg if msg.kind == P.POLICY else None
     assert policy is not None and policy.kind == P.POLICY
     push.send_multipart(P.encode(steps(n=4, step0=0)))
     push.send_multipart(P.encode(steps(n=4, step0=4)))

@@ -2,7 +2,8 @@
 
 A scripted fake actor (PUSH + SUB, fpac_async.protocol) says hello, gets the TorchScript policy,
 streams point_reach-shaped records with FIRST/TRUNCATED boundaries, follows weight broadcasts,
-answers evaluation requests and stops when told. Then a second learner resumes the run.
+answers evaluation requests on the control socket as an evaluator would, and stops when told.
+Then a second learner resumes the run.
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ from fpac_async import protocol as P
 from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
                                load_config, resolve, save_config)
 from fpac_async.export import load_flat_weights
-from fpac_async.transport import actor_sockets
+from fpac_async.settings import run_settings
+from fpac_async.transport import actor_endpoints, actor_sockets, push_socket
 from learner import cli
 from fpac_async.protocol import STOP
-from learner.evaluation import Evaluator
+from learner.evaluation import EvalSchedule
 from learner.metrics import REQUIRED_FIELDS
 from learner.service import LearnerService
 
@@ -54,11 +56,25 @@ def tiny_config(run_dir: str, port: int, env_steps: int) -> RunConfig:
         env_steps=env_steps, seed=3, run_dir=run_dir)
 
 
-class FakeActor:
-    """One actor process's wire behaviour, scripted."""
+def tiny_settings(**changes: object) -> dict:
+    """The run settings a tiny_config actor sends in its hello (changes: a mismatched actor)."""
+    cfg = resolve(tiny_config("unused", 5555, 1))
+    return {**run_settings(cfg.env, cfg.agent.frame_stack, cfg.agent.encoder), **changes}
 
-    def __init__(self, ctx: zmq.Context, port: int, actor: int = 7) -> None:
+
+class FakeActor:
+    """One actor process's wire behaviour, scripted; with evaluator_id also an evaluator's
+    (hello and heartbeats on the control socket, eval requests answered there)."""
+
+    def __init__(self, ctx: zmq.Context, port: int, actor: int = 7,
+                 evaluator_id: int | None = None, settings: dict | None = None) -> None:
         self.push, self.sub = actor_sockets(ctx, f"{LOOPBACK}:{port}")
+        self.control = None
+        if evaluator_id is not None:
+            self.control = push_socket(ctx, actor_endpoints(f"{LOOPBACK}:{port}").control)
+        self.evaluator_id = evaluator_id
+        self.settings = tiny_settings() if settings is None else settings
+        self.last_beat = 0.0
         self.actor = actor
         self.version = 0
         self.step = 0  # next record index of stream (actor, env 0)
@@ -78,7 +94,12 @@ class FakeActor:
     def hello_until_policy(self, timeout_s: float = 20.0) -> P.Message:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.send(P.hello_message(self.actor, "point_reach", os.getpid(), (3, 32, 32), 2))
+            self.send(P.hello_message(self.actor, "point_reach", os.getpid(), (3, 32, 32), 2,
+                                      role=P.ACTOR, settings=self.settings))
+            if self.control is not None:
+                self.control.send_multipart(P.encode(P.hello_message(
+                    self.evaluator_id, "point_reach", os.getpid(), (3, 32, 32), 2,
+                    role=P.EVALUATOR, settings=self.settings)))
             for msg in self.drain(wait_ms=200):
                 if msg.kind == P.POLICY:
                     return msg
@@ -87,6 +108,10 @@ class FakeActor:
     def drain(self, wait_ms: int = 0) -> list[P.Message]:
         """Every broadcast waiting on SUB: follow weights, answer evals, note stop."""
         got = []
+        if self.control is not None and time.monotonic() - self.last_beat > 0.5:
+            self.last_beat = time.monotonic()
+            self.control.send_multipart(P.encode(P.heartbeat_message(
+                self.evaluator_id, 0, self.version, False, settings=self.settings)))
         while self.sub.poll(wait_ms, zmq.POLLIN):
             wait_ms = 0
             frames = self.sub.recv_multipart()
@@ -98,10 +123,11 @@ class FakeActor:
             self.received.append(msg)  # here: send() below may drain re-entrantly
             if msg.kind in (P.POLICY, P.WEIGHTS):
                 self.version = msg.version
-            elif msg.kind == P.EVAL and msg.meta["target_actor"] == self.actor:
+            elif msg.kind == P.EVAL and msg.meta["target_actor"] == self.evaluator_id:
                 n = msg.meta["episodes"]
-                self.send(P.eval_result_message(self.actor, 0, msg.meta["eval_id"],
-                                                [1.0 + i for i in range(n)], [EPISODE] * n))
+                self.control.send_multipart(P.encode(P.eval_result_message(
+                    self.evaluator_id, 0, msg.meta["eval_id"], [1.0 + i for i in range(n)],
+                    [EPISODE] * n, self.version, wall_s=0.1)))
         return got
 
     def send_chunk(self) -> None:
@@ -162,7 +188,7 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     service = LearnerService(tiny_config(run_dir, port, env_steps=200), tensorboard=False,
                              console=False, eval_timeout_s=10, final_eval_timeout_s=10)
     thread, code = start(service)
-    actor = FakeActor(ctx, port)
+    actor = FakeActor(ctx, port, evaluator_id=0)
     policy = actor.hello_until_policy()
     assert policy.version == 0 and policy.meta["random"] is True
     script = torch.jit.load(io.BytesIO(policy.arrays["script"].tobytes()))
@@ -181,7 +207,7 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
         if m.kind == P.WEIGHTS:
             load_flat_weights(script, m.arrays["weights"].copy(), m.meta["layout"])
     evals = [m for m in actor.received if m.kind == P.EVAL]
-    assert evals and all(m.meta["target_actor"] == actor.actor for m in evals)
+    assert evals and all(m.meta["target_actor"] == actor.evaluator_id for m in evals)
 
     table = rows(run_dir)
     for row in table:
@@ -199,8 +225,16 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     assert last["eval_return"] == pytest.approx(1.5)  # answers were [1, 2]
     assert last["train_return"] == pytest.approx(-10.0)
     assert last["policy_version"] == weights[-1] and last["critic_loss"] is not None
-    evaluated = [r["eval_env_steps"] for r in table if "eval_env_steps" in r]
-    assert 100 <= evaluated[0] < 100 + CHUNK and evaluated[-1] == last["env_steps"]  # + final
+    # Each evaluation sits at the env steps of the version it evaluated (the fake evaluator
+    # answers with the version it holds): the final one at the final weights' env steps.
+    eval_rows = [r for r in table if "eval_env_steps" in r]
+    evaluated = [(r["eval_env_steps"], r["eval_version"]) for r in eval_rows]
+    assert evaluated[-1] == (last["env_steps"], last["policy_version"])
+    assert eval_rows[-1]["eval_final"] and not any(r["eval_final"] for r in eval_rows[:-1])
+    with open(os.path.join(run_dir, "evals.jsonl")) as f:
+        evals_file = [json.loads(line) for line in f]
+    assert [(e["env_steps"], e["version"]) for e in evals_file] == evaluated
+    assert evals_file[-1]["final"] and evals_file[-1]["returns"] == [1.0, 2.0]
     assert load_config(os.path.join(run_dir, "config.json")).env.task == "point_reach"
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "latest"))
     saved = torch.jit.load(os.path.join(run_dir, "policy.pt"))
@@ -211,7 +245,7 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     resumed = LearnerService(tiny_config(run_dir, port, env_steps=300), resume=True,
                              tensorboard=False, console=False, final_eval_timeout_s=10)
     thread, code = start(resumed)
-    actor2 = FakeActor(ctx, port, actor=8)
+    actor2 = FakeActor(ctx, port, actor=8, evaluator_id=1)
     policy = actor2.hello_until_policy()
     assert policy.version == last["policy_version"] and policy.meta["random"] is False
     actor2.run_until_stop()
@@ -295,28 +329,102 @@ def test_cli_subprocess_checkpoints_on_sigterm(tmp_path, ctx: zmq.Context) -> No
         assert "stopped by signal" in f.read()
 
 
-def test_evaluator_schedule_reissue_and_final() -> None:
+def test_eval_schedule_heartbeats_reissue_and_final() -> None:
     now = [0.0]
-    ev = Evaluator(every_env_steps=100, episodes=3, timeout_s=5.0, clock=lambda: now[0])
-    assert ev.poll(99, {1, 2}) is None
-    first = ev.poll(250, {1, 2})  # one request stands for the points 100 and 200
-    assert first is not None and first.target_actor == 1 and first.env_steps == 250
-    assert ev.next_at == 300 and ev.poll(260, {1, 2}) is None  # pending, not expired
-    now[0] = 6.0
-    second = ev.poll(260, {1, 2})  # timed out: re-issued to the other actor, new id
-    assert second is not None and second.target_actor == 2 and second.eval_id != first.eval_id
-    assert ev.on_result(1, first.eval_id, [5.0], [10]) is None  # late answer: ignored
-    third = ev.poll(270, {1})  # actor 2 disappeared: back to actor 1
-    assert third is not None and third.target_actor == 1 and third.env_steps == 250
-    record = ev.on_result(1, third.eval_id, [1.0, 2.0, 6.0], [10, 10, 10])
-    assert record is not None and record.mean_return == 3.0 and ev.last_mean == 3.0
-    ev.request_final(400)
-    assert ev.poll(400, set()) is None and not ev.final_done  # nobody to ask yet
-    final = ev.poll(400, {4})
-    assert final is not None and final.final and final.target_actor == 4
-    ev.on_result(4, final.eval_id, [0.0], [10])
-    assert ev.final_done and ev.poll(500, {4}) is None
-    assert [r.env_steps for r in ev.history] == [250, 400]
+    ev = EvalSchedule(every_env_steps=100, episodes=3, timeout_s=50.0, clock=lambda: now[0],
+                      heartbeat_timeout_s=10.0)
+    assert ev.poll(99, 0) is None
+    assert ev.poll(250, 4) is None  # due (one request stands for 100 and 200), nobody to ask
+    ev.on_heartbeat(1)
+    ev.on_heartbeat(2)
+    first = ev.poll(260, 5)
+    assert first is not None and first.target == 1 and (first.env_steps, first.version) == (250, 4)
+    assert ev.next_at == 300
+    # A busy evaluator that keeps beating is never re-issued, however long the episodes take:
+    for t in (5.0, 15.0, 30.0, 45.0):
+        now[0] = t
+        ev.on_heartbeat(1, busy=True, eval_id=first.eval_id, episodes_done=1)
+        ev.on_heartbeat(2)
+        assert ev.poll(270, 5) is None
+    # Its heartbeats stop: re-issued (new id) to the other evaluator.
+    now[0] = 56.0
+    ev.on_heartbeat(2)
+    second = ev.poll(270, 5)
+    assert second is not None and second.target == 2 and second.eval_id != first.eval_id
+    assert (second.env_steps, second.version) == (250, 4)
+    # The request was lost (PUB): its idle target still beats -> the SAME request again.
+    now[0] = 62.0
+    ev.on_heartbeat(2)
+    assert ev.poll(270, 5) is second
+    assert ev.on_result(1, first.eval_id, [5.0], [10], 4, lambda v: None) is None  # late: ignored
+    # Recorded at the env steps of the version evaluated, not at the request's.
+    record = ev.on_result(2, second.eval_id, [1.0, 2.0, 6.0], [10, 10, 10], 3,
+                          {3: 180, 4: 250}.get, wall_s=20.0)
+    assert record is not None and (record.env_steps, record.version) == (180, 3)
+    assert record.mean_return == 3.0 and ev.last_mean == 3.0
+    assert ev.timeout == 60.0  # max(timeout_s, 3 x the longest evaluation seen)
+    # Final: issued to a live idle evaluator, recorded, then nothing more.
+    ev.request_final(400, 9)
+    ev.on_heartbeat(4)
+    final = ev.poll(400, 9)
+    assert final is not None and final.final and final.version == 9
+    assert ev.on_result(final.target, final.eval_id, [0.0], [10], 9, {9: 400}.get) is not None
+    assert ev.final_done and ev.poll(500, 10) is None
+    assert [r.env_steps for r in ev.history] == [180, 400]
+
+
+def test_eval_schedule_times_out_a_stuck_request_and_final_waits_for_periodic() -> None:
+    now = [0.0]
+    ev = EvalSchedule(every_env_steps=100, episodes=2, timeout_s=30.0, clock=lambda: now[0])
+    ev.on_heartbeat(1)
+    periodic = ev.poll(100, 1)
+    assert periodic is not None and not periodic.final
+    ev.request_final(200, 2)
+    now[0] = 10.0
+    ev.on_heartbeat(1, busy=True, eval_id=periodic.eval_id)
+    assert ev.poll(200, 2) is None  # the final waits for the periodic one still running
+    assert ev.on_result(1, periodic.eval_id, [1.0], [5], 1, {1: 100}.get) is not None
+    final = ev.poll(200, 2)
+    assert final is not None and final.final
+    now[0] = 45.0  # beating but stuck past the timeout: re-issued (same evaluator: the only one)
+    ev.on_heartbeat(1, busy=True, eval_id=final.eval_id)
+    again = ev.poll(200, 2)
+    assert again is not None and again.final and again.eval_id != final.eval_id
+
+
+def test_mismatched_actor_and_evaluator_are_refused(tmp_path, ctx: zmq.Context) -> None:
+    run_dir, port = str(tmp_path / "run"), free_port_pair()
+    service = LearnerService(tiny_config(run_dir, port, env_steps=10_000), tensorboard=False,
+                             console=False)
+    thread, code = start(service)
+    try:
+        wrong = FakeActor(ctx, port, actor=3, settings=tiny_settings(frame_stack=3))
+        deadline = time.monotonic() + 20
+        refused: list[P.Message] = []
+        while not refused and time.monotonic() < deadline:
+            wrong.send(P.hello_message(3, "point_reach", os.getpid(), (3, 32, 32), 2,
+                                       role=P.ACTOR, settings=wrong.settings))
+            refused = [m for m in wrong.drain(wait_ms=200) if m.kind == P.REFUSE]
+        assert refused and refused[0].meta["target_actor"] == 3
+        assert refused[0].meta["role"] == P.ACTOR
+        assert "--frame-stack 3 (learner: 2)" in refused[0].meta["reason"]
+        assert not [m for m in wrong.received if m.kind == P.POLICY]  # never given the policy
+        # An evaluator with another action repeat: refused on the control socket too.
+        ev = FakeActor(ctx, port, actor=4, evaluator_id=5, settings=tiny_settings(action_repeat=2))
+        refused = []
+        while not refused and time.monotonic() < deadline:
+            ev.drain(wait_ms=0)  # sends a heartbeat
+            ev.control.send_multipart(P.encode(P.hello_message(
+                5, "point_reach", os.getpid(), (3, 32, 32), 2, role=P.EVALUATOR,
+                settings=ev.settings)))
+            refused = [m for m in ev.drain(wait_ms=200)
+                       if m.kind == P.REFUSE and m.meta["role"] == P.EVALUATOR]
+        assert refused and "--action-repeat 2 (learner: 1)" in refused[0].meta["reason"]
+        assert service.evaluator.alive() == []  # its heartbeats do not make it an evaluator
+        assert service.receiver.rejects.counts.get("config", 0) >= 2
+    finally:
+        service.request_stop()
+        thread.join(20)
 
 
 def test_cli_resume_keeps_the_runs_config_under_the_flags_given(tmp_path):

@@ -1,9 +1,11 @@
 """`fpac-train` end to end on a real DeepMind Control task (cartpole_swingup, dm_control backend).
 
-Small settings (48x48 images, tiny networks, 2000 env steps = 250 agent steps at action repeat 8,
-2 actors): episodes complete, updates happen, the actors' policy version advances, the final
-evaluation runs, a checkpoint, policy.pt (which a fresh process loads with torch.jit.load alone and
-acts with) and the GIF are written, and --resume continues the counters.
+The benchmark's 84x84 frames and render, tiny networks, 2400 env steps = 300 agent steps at action
+repeat 8, ONE actor of 2 envs: episodes complete, updates happen, the actors' policy version
+advances, a periodic and the final evaluation (5 full 1000-step episodes each, in the evaluator
+process) land at the env steps of the versions they evaluated while training went on, a
+checkpoint, policy.pt (which a fresh process loads with torch.jit.load alone and acts with) and
+the GIF are written, and --resume continues the counters.
 """
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ import pytest
 import torch
 
 from learner.checkpoint import load_checkpoint
-from test_train_e2e import eval_rows, rows, run_dir, train  # noqa: F401 (run_dir is a fixture)
+from test_train_e2e import eval_file, eval_rows, rows, run_dir, train  # noqa: F401 (fixture)
 
-IMAGE = 48
+IMAGE = 84
+EVAL_EPISODES = 5
 SMALL = ["--task", "cartpole_swingup", "--backend", "dmc", "--image-size", str(IMAGE),
-         "--render-quality", "fast", "--num-points", "8", "--hidden-dim", "32",
+         "--num-points", "8", "--hidden-dim", "32",
          "--conv-channels", "8", "--batch-size", "16", "--initial-random-steps", "50",
-         "--weights-every", "20", "--eval-every-env-steps", "1000000", "--eval-episodes", "1",
+         "--weights-every", "20", "--eval-every-env-steps", "1200",
+         "--eval-episodes", str(EVAL_EPISODES),
          "--log-every-s", "1", "--actors", "1", "--envs-per-actor", "2"]  # 2 envs: lanes overlap
 BUDGET = 2400  # two 1000-step episodes (action repeat 8) plus margin
 
@@ -52,7 +56,7 @@ def needs_rendering():
 
 
 def test_train_cartpole_swingup_then_resume(run_dir):  # noqa: F811
-    first = train([*SMALL, "--env-steps", str(BUDGET), "--run-dir", run_dir], timeout_s=180)
+    first = train([*SMALL, "--env-steps", str(BUDGET), "--run-dir", run_dir], timeout_s=300)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     if not torch.cuda.is_available():
         assert first.stderr.count("NOTE: no GPU found") == 1  # one clear note, and it still ran
@@ -62,7 +66,21 @@ def test_train_cartpole_swingup_then_resume(run_dir):  # noqa: F811
     assert last["updates"] > 0 and last["policy_version"] > 1
     versions = [r["actor_version"] for r in rows(run_dir) if r.get("actor_version") is not None]
     assert versions and max(versions) > 1  # the actors act with newer weights than the first
-    assert eval_rows(run_dir), "the final evaluation did not come back"
+    evals = eval_file(run_dir)
+    assert len(evals) >= 2, "a periodic and the final evaluation must both land"
+    periodic, final_eval = evals[0], evals[-1]
+    assert not periodic["final"] and final_eval["final"]
+    # Asked for at 1200 env steps, of the version broadcast last (weights go out every 20
+    # updates), and recorded at the env steps of that version's broadcast:
+    assert 0 < periodic["env_steps"] <= 1200 + 16 * 8 < final_eval["env_steps"]
+    assert 0 < periodic["version"] < final_eval["version"]
+    assert periodic["requested_env_steps"] >= 1200
+    assert periodic["learner_env_steps"] > periodic["requested_env_steps"]  # training went on
+    assert final_eval["env_steps"] == last["env_steps"]
+    assert final_eval["version"] == last["policy_version"]
+    for e in evals:  # complete benchmark episodes: 1000 control steps = 125 agent steps
+        assert e["lengths"] == [125] * EVAL_EPISODES and len(e["returns"]) == EVAL_EPISODES
+    assert [r["eval_env_steps"] for r in eval_rows(run_dir)] == [e["env_steps"] for e in evals]
     for name in ("policy.pt", "learning_curve.png", "feature_points.gif", "config.json"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     stopped = load_checkpoint(run_dir)["counters"]
@@ -77,8 +95,8 @@ def test_train_cartpole_swingup_then_resume(run_dir):  # noqa: F811
     # 300 more agent steps on ONE actor of 2 envs: 150 per env, longer than an episode (125 agent
     # steps), so at least one more episode completes.
     more = BUDGET + 300 * 8
-    resumed = train(["--resume", run_dir, "--env-steps", str(more), "--actors", "1", "--no-gif"],
-                    timeout_s=120)
+    resumed = train(["--resume", run_dir, "--env-steps", str(more), "--actors", "1", "--no-gif",
+                     "--eval-every-env-steps", "1000000"], timeout_s=240)  # the final eval only
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     final = load_checkpoint(run_dir)["counters"]
     assert final["env_steps"] >= more

@@ -18,9 +18,8 @@ import time
 import numpy as np
 import pytest
 
-from actors.actor_loop import EVAL_SEED_OFFSET
 from actors.envs import make_vec_env
-from actors.evaluator import Evaluator
+from actors.evaluator import EVAL_SEED_OFFSET, Evaluator
 from deploy.serial import _UniformPolicy, tiny_config
 from learner.checkpoint import load_checkpoint
 from test_supervisor import alive, descendants, wait_gone
@@ -60,13 +59,20 @@ def rows(run_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.endswith("\n")]
 
 
+def eval_file(run_dir: str) -> list[dict]:
+    """The run's evals.jsonl: one line per evaluation."""
+    with open(os.path.join(run_dir, "evals.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
 def eval_rows(run_dir: str) -> list[dict]:
     return [r for r in rows(run_dir) if r.get("eval_env_steps") is not None]
 
 
 def random_return(seed: int, actor_ids: range, episodes: int) -> float:
-    """The uniform random policy's mean return on each actor's eval seeds (an actor's eval env is
-    seeded seed + 1000 * actor_id + EVAL_SEED_OFFSET); the highest, to be conservative."""
+    """The uniform random policy's mean return on the eval seeds of evaluator ids `actor_ids`
+    (an evaluator's env is seeded seed + 1000 * id + EVAL_SEED_OFFSET; fpac-train runs id 0);
+    the highest, to be conservative."""
     env_cfg = _TINY.env
     means = []
     for actor in actor_ids:

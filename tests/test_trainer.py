@@ -150,7 +150,7 @@ def test_lr_schedule_switches_at_the_configured_env_step() -> None:
 def test_trainer_state_restores_the_update_counter() -> None:
     _, trainer = _trainer(_tiny_cfg(), ratio=1.0, initial=0)
     trainer.load_state_dict({"updates": 5})
-    assert trainer.owed(7) == 2 and trainer.state_dict() == {"updates": 5}
+    assert trainer.owed(7) == 2 and trainer.state_dict() == {"updates": 5, "ratio_offset": 0}
 
 
 def test_overlap_needs_cuda() -> None:
@@ -165,3 +165,33 @@ def test_ratio_zero_runs_no_updates_and_admits_everything():
     assert rr.admit(10**9, 0)
     with pytest.raises(ValueError, match=">= 0"):
         ReplayRatio(-1, 0)
+
+
+def test_resume_without_replay_refills_before_updating_and_owes_nothing_for_it() -> None:
+    """A resume at 500 agent steps, 488 updates (2 owed), with an empty replay: no update until
+    the replay holds the refill size, every step admitted meanwhile, and afterwards only the 2
+    owed updates, not one per refill step; a checkpoint keeps the offset."""
+    cfg = _tiny_cfg()
+    rcfg = ReplayConfig(capacity=64, initial_random_steps=10, replay_ratio=1.0)
+    empty = Replay(capacity=64, frame_shape=(3, H, W), action_dim=A, batch_size=8, seed=0)
+    torch.manual_seed(0)
+    trainer = Trainer(SAC(cfg, (6, H, W), A), empty, cfg, rcfg, batch_size=8)
+    trainer.load_state_dict({"updates": 488})
+    trainer.start_refill(agent_steps=500, size=40)
+    assert trainer.refilling and trainer.admit(10**6)  # the ratio alone would refuse this
+    rng = np.random.default_rng(1)
+    flags = np.zeros(30, np.uint8)
+    flags[0] = 1
+    empty.add((0, 0), 0, rng.integers(0, 256, (30, 3, H, W), dtype=np.uint8),
+              rng.uniform(-1, 1, (30, A)).astype(np.float32), np.zeros(30, np.float32), flags)
+    assert trainer.train(agent_steps=530, env_steps=530) is None  # 29 transitions < 40
+    empty.add((0, 0), 30, rng.integers(0, 256, (20, 3, H, W), dtype=np.uint8),
+              rng.uniform(-1, 1, (20, A)).astype(np.float32), np.zeros(20, np.float32),
+              np.zeros(20, np.uint8))
+    out = trainer.train(agent_steps=550, env_steps=550)
+    assert out is not None and out["updates_run"] == 2.0 and not trainer.refilling
+    assert trainer.state_dict() == {"updates": 490, "ratio_offset": 50}
+    assert not trainer.admit(550 + 64 + 1) and trainer.admit(550 + 64)  # the ratio again
+    again = Trainer(SAC(cfg, (6, H, W), A), empty, cfg, rcfg, batch_size=8)
+    again.load_state_dict(trainer.state_dict())
+    assert again.owed(560) == 10  # one update per step after the refill, as before

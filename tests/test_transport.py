@@ -30,7 +30,7 @@ def open_pair(ctx: zmq.Context, max_bytes: int = P.DEFAULT_MAX_BYTES):
     for _ in range(5):
         port = free_port_pair()
         try:
-            pull, pub = Z.learner_sockets(ctx, f"tcp://{LOOPBACK}:{port}", max_bytes)
+            pull, pub, _control = Z.learner_sockets(ctx, f"tcp://{LOOPBACK}:{port}", max_bytes)
         except zmq.ZMQError:
             continue
         push, sub = Z.actor_sockets(ctx, f"{LOOPBACK}:{port}", max_bytes)
@@ -57,12 +57,15 @@ def until(fn: Callable[[], P.Message | None], seconds: float = 10.0) -> P.Messag
 
 
 def test_endpoints() -> None:
-    assert Z.learner_endpoints("tcp://*:5555") == Z.Endpoints("tcp://*:5555", "tcp://*:5556")
-    assert Z.learner_endpoints("0.0.0.0:7000") == Z.Endpoints("tcp://0.0.0.0:7000", "tcp://0.0.0.0:7001")
-    want = Z.Endpoints("tcp://gpu-box.local:5555", "tcp://gpu-box.local:5556")
+    assert Z.learner_endpoints("tcp://*:5555") == Z.Endpoints("tcp://*:5555", "tcp://*:5556",
+                                                              "tcp://*:5557")
+    assert Z.learner_endpoints("0.0.0.0:7000") == Z.Endpoints(
+        "tcp://0.0.0.0:7000", "tcp://0.0.0.0:7001", "tcp://0.0.0.0:7002")
+    want = Z.Endpoints("tcp://gpu-box.local:5555", "tcp://gpu-box.local:5556",
+                       "tcp://gpu-box.local:5557")
     assert Z.actor_endpoints("gpu-box.local:5555") == want
     assert Z.actor_endpoints("tcp://gpu-box.local:5555") == want
-    for bad in ["", "host", "tcp://host", "host:abc", "udp://host:5555", "host:65535", "host:0",
+    for bad in ["", "host", "tcp://host", "host:abc", "udp://host:5555", "host:65534", "host:0",
                 "host:5555/x", "ho st:5555", "tcp://*:"]:
         with pytest.raises(ValueError):
             Z.actor_endpoints(bad)
