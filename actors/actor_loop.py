@@ -40,8 +40,9 @@ from actors.stepping import Meter, OverlappedStepper, SequentialStepper
 from fpac_async import protocol as P
 from fpac_async.config import EnvConfig
 from fpac_async.settings import run_settings
-from fpac_async.transport import (RejectCounter, actor_endpoints, push_socket, recv_message,
-                                  send_message, sub_socket)
+from fpac_async.transport import (DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, RejectCounter,
+                                  actor_endpoints, push_socket, recv_message, send_message,
+                                  sub_socket)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ class ActorLoop:
         ctx = zmq.Context()
         # SUB first: a policy published in answer to our first hello must find us subscribed.
         self.sub = sub_socket(ctx, self.endpoints.pub)
-        self.push = push_socket(ctx, self.endpoints.data)
+        self.push = push_socket(ctx, self.endpoints.data, sndbuf=DATA_SOCKET_BUFFER if self.render
+                                else STATE_SOCKET_BUFFER)  # records in flight = policy lag
         envs: list[VecEnv] = []
         try:
             n = self.env_cfg.envs_per_actor

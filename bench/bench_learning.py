@@ -60,9 +60,18 @@ def run_train(args: list[str], run_dir: str, timeout_s: float) -> dict:
             evals = [json.loads(line) for line in f]
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
+    lags, ups = [], []
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            rows = [json.loads(line) for line in f if line.endswith("\n")]
+        lags = [r["policy_lag"] for r in rows if r.get("policy_lag") is not None]
+        ups = [r["ups"] for r in rows if r.get("ups")]
     if code != 0:
         print(out[-3000:], err[-3000:], file=sys.stderr)
     return {"exit_code": code, "wall_s": round(wall, 1), "config": config,
+            "policy_lag_mean": round(float(np.mean(lags)), 2) if lags else None,
+            "updates_per_s_median": round(float(np.median(ups)), 2) if ups else None,
             "evals": [{"env_steps": e["env_steps"], "wall_s": round(e["time"] - start, 1),
                        "mean": round(e["mean_return"], 2), "std": round(e["std_return"], 2),
                        "episodes": len(e["returns"]), "final": e["final"]} for e in evals]}

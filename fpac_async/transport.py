@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 PUSH_SNDHWM = 2  # steps chunks queued per actor
 PULL_RCVHWM = 2  # chunks queued in the learner per connected actor
 DATA_SOCKET_BUFFER = 64 * 2**10  # SO_SNDBUF / SO_RCVBUF of the data sockets, bytes
+# ... and without frames (the state encoder): a record is ~40 bytes instead of ~21 KB, so 64 KiB
+# kernel buffers would hold thousands of records (measured: policy lag ~6 weight versions on
+# SAC-state cartpole); 4 KiB (the kernel doubles it) keeps it to a few hundred.
+STATE_SOCKET_BUFFER = 4 * 2**10
 PUB_SNDHWM = 4  # policy broadcasts queued per subscriber (dropped beyond: a newer one follows)
 SUB_RCVHWM = 4
 RECONNECT_IVL_MS = 100
@@ -172,14 +176,15 @@ CONTROL_RCVHWM = 64  # control messages queued per evaluator (small: hello, hear
 CONTROL_MAX_BYTES = 1 * 2**20  # hellos, heartbeats and eval results are a few hundred bytes
 
 
-def learner_sockets(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES
+def learner_sockets(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                    data_buffer: int = DATA_SOCKET_BUFFER
                     ) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
     """(data PULL, broadcast PUB, control PULL) bound as `--bind` says; none is left bound if
-    one of them cannot bind."""
+    one of them cannot bind. data_buffer: the data socket's kernel receive buffer."""
     ep = learner_endpoints(bind)
     made: list[zmq.Socket] = []
     try:
-        made.append(pull_socket(ctx, ep.data, max_bytes))
+        made.append(pull_socket(ctx, ep.data, max_bytes, rcvbuf=data_buffer))
         made.append(pub_socket(ctx, ep.pub))
         made.append(pull_socket(ctx, ep.control, CONTROL_MAX_BYTES, rcvhwm=CONTROL_RCVHWM,
                                 rcvbuf=-1))

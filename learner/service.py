@@ -33,7 +33,7 @@ from fpac_async.export import export_policy
 from fpac_async.protocol import EVAL_RESULT, HEARTBEAT, HELLO
 from fpac_async.sac import SAC
 from fpac_async.settings import run_settings
-from fpac_async.transport import learner_sockets
+from fpac_async.transport import DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, learner_sockets
 from learner.broadcaster import Broadcaster
 from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
                                 restore_rng, save_checkpoint)
@@ -120,8 +120,9 @@ class LearnerService:
                               f"that run, or choose another --run-dir")
         # Bind before writing anything: an address in use must not touch the run directory.
         self._ctx = zmq.Context()
-        pull, pub, control = learner_sockets(self._ctx, cfg.learner.bind,
-                                             cfg.learner.max_message_bytes)
+        pull, pub, control = learner_sockets(
+            self._ctx, cfg.learner.bind, cfg.learner.max_message_bytes,
+            STATE_SOCKET_BUFFER if cfg.agent.encoder == "state" else DATA_SOCKET_BUFFER)
         self._sockets = [pull, pub, control]
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
