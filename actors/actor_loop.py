@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ from fpac_async import protocol as P
 from fpac_async.config import EnvConfig
 from fpac_async.settings import run_settings
 from fpac_async.transport import (DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, RejectCounter,
-                                  actor_endpoints, push_socket, recv_message, send_message,
+                                  actor_endpoints, push_socket, receive_all, send_message,
                                   sub_socket)
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class ActorLoop:
         self.renderer = ""
         self._stop = False
         self._stop_reason = "stop"  # or 'refused' (the learner refused this actor's settings)
+        self._run: int | None = None  # the learner process's id, from its broadcasts
         self._out_seq = 0  # seq of hello / stats / eval_result messages
 
     # ------------------------------------------------------------------ the run
@@ -231,23 +233,31 @@ class ActorLoop:
 
     def _receive(self, timeout_ms: int) -> None:
         """Handle every message that is waiting (or arrives within timeout_ms for the first)."""
-        while True:
-            try:
-                msg = recv_message(self.sub, timeout_ms=timeout_ms)
-            except P.ProtocolError as e:
-                self.rejects.add(e, "learner broadcast")
-                continue
-            if msg is None:
-                return
-            timeout_ms = 0
-            self._last_heard = time.monotonic()
-            self._handle(msg)
+        receive_all(self.sub, timeout_ms, self._on_broadcast, self.rejects, "learner broadcast")
+
+    def _on_broadcast(self, msg: P.Message) -> None:
+        self._last_heard = time.monotonic()
+        self._handle(msg)
+
+    def _check_run(self, msg: P.Message) -> None:
+        """A policy/weights message from a NEW learner process (a restart): say hello at once,
+        since it refuses steps from actors whose hello it has not checked."""
+        run = msg.meta.get("run")
+        if run is None or run == self._run:
+            return
+        if self._run is not None:
+            log.info("actor %d: a new learner process is broadcasting; saying hello",
+                     self.actor_id)
+            self._last_heard = -math.inf  # the main loop sends hello at once
+        self._run = run
 
     def _handle(self, msg: P.Message) -> None:
         # Called between steps only (the overlap worker is idle): every lane's policy view gets
         # the update (lanes share one module: weights are loaded into it once; versions and
         # caches are per view). A lane loading a NEW script compiles its own copy: rare (a restarted
         # learner with another module), and correct.
+        if msg.kind in (P.POLICY, P.WEIGHTS):
+            self._check_run(msg)
         if msg.kind == P.POLICY:
             if (not self.policy.ready or msg.version != self.policy.version
                     or msg.meta["random"] != self.policy.random):
@@ -265,7 +275,7 @@ class ActorLoop:
                 except ValueError as e:  # another module (a learner restarted with a new config)
                     log.warning("actor %d: weights do not fit the held policy (%s); asking for "
                                 "the policy", self.actor_id, e)
-                    self._last_heard = 0.0  # the main loop sends hello at once
+                    self._last_heard = -math.inf  # the main loop sends hello at once
         elif msg.kind == P.STOP:
             log.info("actor %d: the learner ended the run", self.actor_id)
             self._stop = True

@@ -31,7 +31,7 @@ from fpac_async import protocol as P
 from fpac_async.config import EnvConfig
 from fpac_async.settings import run_settings
 from fpac_async.transport import (CONTROL_RCVHWM as CONTROL_SNDHWM, RejectCounter,
-                                  actor_endpoints, push_socket, recv_message, send_message,
+                                  actor_endpoints, push_socket, receive_all, send_message,
                                   sub_socket)
 
 log = logging.getLogger(__name__)
@@ -113,16 +113,8 @@ class EvalLoop:
             self._send(P.heartbeat_message(self.evaluator_id, self._next_seq(),
                                            self.policy.version, self._busy is not None,
                                            self._busy, episodes_done, self.settings))
-        while self._reason is None:
-            try:
-                msg = recv_message(self.sub, timeout_ms=timeout_ms)
-            except P.ProtocolError as e:
-                self.rejects.add(e, "learner broadcast")
-                continue
-            if msg is None:
-                return
-            timeout_ms = 0
-            self._handle(msg)
+        receive_all(self.sub, timeout_ms, self._handle, self.rejects, "learner broadcast",
+                    until=lambda: self._reason is not None)
 
     def _handle(self, msg: P.Message) -> None:
         if msg.kind in (P.POLICY, P.WEIGHTS):

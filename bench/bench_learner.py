@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 
@@ -33,6 +30,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.provenance import provenance  # noqa: E402
 from fpac_async.config import AgentConfig, ReplayConfig  # noqa: E402
 from fpac_async.encoders import make_encoder  # noqa: E402
 from fpac_async.networks import Actor, TwinCritic  # noqa: E402
@@ -161,25 +159,10 @@ def bench_trainer(cfg: AgentConfig, size: int, device: torch.device, updates: in
 
 
 # ------------------------------------------------------------------------- reporting
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return provenance()["machine"]["cpu"]
 
 
 def main() -> None:
@@ -203,9 +186,7 @@ def main() -> None:
     devices = [torch.device(n) for n in names if n != "cuda" or torch.cuda.is_available()]
     cfg = AgentConfig(num_points=args.num_points, hidden_dim=args.hidden_dim,
                       batch_size=args.batch_size)
-    base = {"bench": "learner_updates_per_s", "machine": f"{platform.node()} "
-            f"({os.cpu_count()} cpus, {platform.machine()})", "torch": torch.__version__,
-            "commit": _commit(), "date": datetime.datetime.now().astimezone().isoformat(),
+    base = {"bench": "learner_updates_per_s", **provenance(),
             "batch_size": args.batch_size, "image_size": args.image_size,
             "num_points": args.num_points, "hidden_dim": args.hidden_dim,
             "threads": torch.get_num_threads(), "note": args.note}

@@ -15,7 +15,6 @@ average before and after each round is recorded: other jobs on the machine lower
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import multiprocessing as mp
@@ -35,7 +34,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from actors.actor_loop import ActorLoop  # noqa: E402
 from actors.envs import make_vec_env  # noqa: E402
-from bench.bench_transport import _machine  # noqa: E402
+from bench.provenance import provenance  # noqa: E402
 from fpac_async import protocol as P  # noqa: E402
 from fpac_async.config import EnvConfig, RunConfig, resolve  # noqa: E402
 
@@ -155,7 +154,8 @@ def main() -> None:
         drain.terminate()
         drain.join(5)
     med = {k: statistics.median(v) for k, v in sps.items()}
-    row = {**_machine(), "bench": "state_actor", "renderer": renderer, "versions": _versions(),
+    row = {**provenance(), "bench": "state_actor", "renderer": renderer,
+           "more_versions": _versions(),
            "task": args.task, "backend": "dmc", "image_size": base.image_size,
            "action_repeat": base.action_repeat, "envs_per_actor": args.envs,
            "encoder": "state", "seconds": args.seconds, "rounds": args.rounds,

@@ -165,6 +165,12 @@ class LocalRun:
             self.supervisor.poll()
             if self.progress is not None:
                 self.progress.poll()
+            evaluators = [s for s in self.supervisor.slots if s.role == "evaluator"]
+            if evaluators and all(s.state in ("failed", "refused") for s in evaluators):
+                log.error("the evaluator was given up (see the errors above): no evaluation can "
+                          "complete; stopping the learner, which writes a checkpoint")
+                self.service.request_stop(signal.SIGTERM)
+                return
             slots = [s for s in self.supervisor.slots if s.role == "actor"]
             if not any(s.state == "running" for s in slots):
                 if not any(s.state == "done" for s in slots):

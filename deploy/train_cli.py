@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fpac-train: --actors must be >= 1", file=sys.stderr)
         return 2
     setup_logging(cfg.run_dir, args.log_level)
-    if cfg.env.backend != "numpy":
+    if cfg.env.backend != "numpy" and cfg.agent.encoder != "state":  # state: nothing renders
         from actors.envs.render_probe import RenderingError, probe_rendering  # noqa: PLC0415
         try:
             renderer = probe_rendering(cfg.env.backend, cfg.env.task,

@@ -283,6 +283,12 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"agent.camera_offset needs a backend that measures the camera's motion "
                           f"({', '.join(CAMERA_OFFSET_BACKENDS)}); {env.backend} reports zero "
                           f"offsets: use --backend dmc or --no-camera-offset")
+    if cfg.agent.camera_offset and spec.domain == "quadruped":
+        # Its camera 2 tracks the body's centre of mass in 3D; the actors measure camera motion
+        # only for the planar robots (cheetah, walker, hopper) and would send zeros here.
+        raise ConfigError("agent.camera_offset: the camera motion of quadruped's tracking camera "
+                          "is not measured (only cheetah, walker and hopper); use "
+                          "--no-camera-offset")
     if cfg.agent.num_points < 1 or cfg.agent.fp_temperature <= 0:
         raise ConfigError("agent.num_points must be >= 1 and agent.fp_temperature > 0")
     if env.action_repeat < 1 or env.episode_control_steps % env.action_repeat:

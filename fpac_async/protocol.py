@@ -271,17 +271,22 @@ def refuse_message(seq: int, version: int, target: int, role: str, reason: str) 
 
 
 def policy_message(seq: int, version: int, script: bytes, weights: np.ndarray,
-                   layout: list, random: bool = False) -> Message:
-    """TorchScript bytes plus flat f32 weights; layout = [[name, [shape...]], ...] in weights order."""
+                   layout: list, random: bool = False, run: int | None = None) -> Message:
+    """TorchScript bytes plus flat f32 weights; layout = [[name, [shape...]], ...] in weights order.
+    run: the learner process's id (a new one after a restart: actors then say hello again)."""
+    meta: dict[str, Any] = {"layout": layout, "random": bool(random)}
+    if run is not None:
+        meta["run"] = int(run)
     return Message(POLICY, 0, 0, seq, version,
-                   {"script": np.frombuffer(script, dtype=np.uint8), "weights": weights},
-                   {"layout": layout, "random": bool(random)})
+                   {"script": np.frombuffer(script, dtype=np.uint8), "weights": weights}, meta)
 
 
 def weights_message(seq: int, version: int, weights: np.ndarray, layout: list,
-                    random: bool = False) -> Message:
-    return Message(WEIGHTS, 0, 0, seq, version, {"weights": weights},
-                   {"layout": layout, "random": bool(random)})
+                    random: bool = False, run: int | None = None) -> Message:
+    meta: dict[str, Any] = {"layout": layout, "random": bool(random)}
+    if run is not None:
+        meta["run"] = int(run)
+    return Message(WEIGHTS, 0, 0, seq, version, {"weights": weights}, meta)
 
 
 def stop_message(seq: int, version: int, reason: str = "done") -> Message:

@@ -218,9 +218,11 @@ SCHEMAS: dict[str, KindSchema] = {
                                "episodes_done": (_int(0, 1000), False),
                                "settings": (_settings, False)}),
     POLICY: KindSchema({"script": ArraySpec(_U8, ("N",)), "weights": ArraySpec(_F32, ("P",))},
-                       {"layout": (_layout, True), "random": (_bool, True)}, _check_layout),
+                       {"layout": (_layout, True), "random": (_bool, True), "run": (_int(), False)},
+                       _check_layout),
     WEIGHTS: KindSchema({"weights": ArraySpec(_F32, ("P",))},
-                        {"layout": (_layout, True), "random": (_bool, False)}, _check_layout),
+                        {"layout": (_layout, True), "random": (_bool, False),
+                         "run": (_int(), False)}, _check_layout),
     EVAL: KindSchema({}, {"eval_id": (_int(), True), "episodes": (_int(1, 1000), True),
                           "target_actor": (_int(), True)}),
     STOP: KindSchema({}, {"reason": (_str, False)}),  # end of run: actors exit, not restarted

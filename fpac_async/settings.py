@@ -21,7 +21,7 @@ def run_settings(env: EnvConfig, frame_stack: int, encoder: str) -> dict[str, An
             "camera": int(env.camera), "image_size": int(env.image_size),
             "episode_control_steps": int(env.episode_control_steps),
             "render_quality": env.render_quality, "frame_stack": int(frame_stack),
-            "encoder": encoder}
+            "pixels": encoder != "state"}  # what the encoder changes in an actor's data
 
 
 def mismatches(expected: dict[str, Any], got: dict[str, Any] | None) -> list[str]:
@@ -33,6 +33,10 @@ def mismatches(expected: dict[str, Any], got: dict[str, Any] | None) -> list[str
         if key not in got:
             diff.append(f"{key} not sent (learner: {want!r})")
         elif got[key] != want:
+            if key == "pixels":
+                diff.append(f"--encoder {'needing' if got[key] else 'without'} pixels (learner: "
+                            f"{'an encoder of pixels' if want else '--encoder state'})")
+                continue
             flag = "--" + key.replace("_", "-")
             diff.append(f"{flag} {got[key]!r} (learner: {want!r})")
     return diff

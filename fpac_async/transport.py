@@ -14,6 +14,7 @@ import platform
 import re
 import socket
 from dataclasses import dataclass, field
+from typing import Callable
 
 import zmq
 
@@ -217,6 +218,23 @@ def recv_message(sock: zmq.Socket, max_bytes: int = DEFAULT_MAX_BYTES,
     if timeout_ms is not None and not sock.poll(timeout_ms, zmq.POLLIN):
         return None
     return decode(sock.recv_multipart(copy=False), max_bytes)
+
+
+def receive_all(sock: zmq.Socket, timeout_ms: int, handle: Callable[[Message], None],
+                rejects: "RejectCounter", source: str,
+                until: Callable[[], bool] = lambda: False) -> None:
+    """Handle every message waiting on `sock` (or arriving within timeout_ms for the first); a
+    message that fails validation is counted in `rejects` and skipped. Stops once until()."""
+    while not until():
+        try:
+            msg = recv_message(sock, timeout_ms=timeout_ms)
+        except ProtocolError as e:
+            rejects.add(e, source)
+            continue
+        if msg is None:
+            return
+        timeout_ms = 0
+        handle(msg)
 
 
 @dataclass

@@ -39,8 +39,9 @@ def policy_weights(sac: Any) -> tuple[np.ndarray, list]:
 class Broadcaster:
     """Publishes learner -> actor messages on `sock` (a bound PUB socket)."""
 
-    def __init__(self, sock: zmq.Socket) -> None:
+    def __init__(self, sock: zmq.Socket, run: int | None = None) -> None:
         self.sock = sock
+        self.run = run  # this learner process's id, in every policy and weights message
         self.seq = 0
         self.sent: dict[str, int] = {}
         self._script: bytes | None = None
@@ -65,12 +66,12 @@ class Broadcaster:
         """TorchScript + current weights; actors start acting with it (randomly while `random`)."""
         flat, layout = policy_weights(sac)
         script = self.script_bytes(sac, layout)
-        self._send(policy_message(0, version, script, flat, layout, random=random))
+        self._send(policy_message(0, version, script, flat, layout, random=random, run=self.run))
 
     def publish_weights(self, sac: Any, version: int) -> None:
         """The current weights as policy `version` (random = False from here on)."""
         flat, layout = policy_weights(sac)
-        self._send(weights_message(0, version, flat, layout, random=False))
+        self._send(weights_message(0, version, flat, layout, random=False, run=self.run))
 
     def publish_eval(self, version: int, eval_id: int, episodes: int, target: int) -> None:
         """Ask evaluator `target` for `episodes` deterministic episodes of policy `version`."""

@@ -9,8 +9,10 @@ actors, so training never pauses for it.
   request is outstanding at a time; the final one waits for a periodic one still running.
 - Liveness by heartbeat: an evaluator sends one every second, also while it runs episodes (then
   with the request's id and the episodes done). A request is re-issued to another evaluator only
-  when its target's heartbeats stop (HEARTBEAT_TIMEOUT_S), or when it ran longer than a timeout
-  sized to the cost of evaluations: max(timeout_s, 3 x the longest one seen so far).
+  when its target's heartbeats stop (HEARTBEAT_TIMEOUT_S), or when it made no progress (no
+  heartbeat sent from between the request's env steps) for longer than a timeout sized to the
+  cost of evaluations: max(timeout_s, 3 x the longest one seen so far). With no other evaluator alive the same request (same id) is
+  published again instead: a new id would throw away the episodes already run.
 - PUB is lossy: while the target's heartbeats say it is idle and not working on the request, the
   same request (same id) is re-published every REPUBLISH_S.
 - Each result is recorded at the env steps of the policy version it evaluated (the service maps
@@ -85,6 +87,8 @@ class EvalSchedule:
         self._due: tuple[int, int] | None = None  # a periodic evaluation waiting for an evaluator
         self._beats: dict[int, _Beat] = {}
         self._published_at = 0.0
+        self._progress = 0.0  # clock time of the last heartbeat working on the pending request
+        self.last_progress = 0.0  # clock time of the last sign of work on the pending request
         self._longest_s = 0.0
         self._warned_none = False
         # Ids unique across learner restarts: evaluators outlive a learner, and a late answer to
@@ -96,7 +100,12 @@ class EvalSchedule:
     def on_heartbeat(self, evaluator: int, busy: bool = False, eval_id: int | None = None,
                      episodes_done: int = 0) -> None:
         """A hello or heartbeat from `evaluator` (a hello is a heartbeat of an idle evaluator)."""
-        self._beats[evaluator] = _Beat(self.clock(), busy, eval_id, episodes_done)
+        now = self.clock()
+        self._beats[evaluator] = _Beat(now, busy, eval_id, episodes_done)
+        p = self.pending
+        if p is not None and evaluator == p.target and eval_id == p.eval_id:
+            # Sent between the env steps of this request's episodes: it is making progress.
+            self._progress = self.last_progress = now
 
     def alive(self) -> list[int]:
         now = self.clock()
@@ -137,9 +146,14 @@ class EvalSchedule:
                 log.warning("evaluation %d: evaluator %d stopped sending heartbeats; re-issuing",
                             p.eval_id, p.target)
                 return self._issue(p.env_steps, p.version, p.final, alive, now, avoid=p.target)
-            if now - p.issued_at > self.timeout:
-                log.warning("evaluation %d on evaluator %d timed out after %.0f s; re-issuing",
-                            p.eval_id, p.target, now - p.issued_at)
+            if now - max(p.issued_at, self._progress) > self.timeout:
+                others = [e for e in alive if e != p.target]
+                log.warning("evaluation %d on evaluator %d made no progress for %.0f s; %s",
+                            p.eval_id, p.target, self.timeout,
+                            "re-issuing it to another evaluator" if others else "asking again")
+                if not others:  # the same id: the episodes it ran still count
+                    self._published_at = self._progress = now
+                    return p
                 return self._issue(p.env_steps, p.version, p.final, alive, now, avoid=p.target)
             beat = self._beats[p.target]
             working = beat.eval_id == p.eval_id
@@ -178,7 +192,7 @@ class EvalSchedule:
         self.pending = EvalRequest(self._next_id, target, self.episodes, env_steps, version, now,
                                    final)
         self._next_id += 1
-        self._published_at = now
+        self._published_at = self.last_progress = self._progress = now
         return self.pending
 
     # ------------------------------------------------------------------ results
@@ -204,6 +218,7 @@ class EvalSchedule:
                             p.env_steps)
         self.history.append(record)
         self.pending = None
+        self.last_progress = self.clock()
         if p.final:
             self.final_done = True
         log.info("evaluation of version %d (%d env steps): mean return %.2f over %d episodes "

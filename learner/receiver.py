@@ -55,6 +55,13 @@ class TaskMismatchError(ProtocolError):
     reason = "task"
 
 
+class UnknownActorError(ProtocolError):
+    """Steps from an actor whose hello this learner has not accepted (e.g. one that was talking
+    to an earlier learner on this port): it is asked to say hello."""
+
+    reason = "unknown_actor"
+
+
 class SettingsMismatchError(ProtocolError):
     """A hello from an actor or evaluator started with other settings than this run's."""
 
@@ -132,6 +139,8 @@ class Receiver(threading.Thread):
         self.actor_perf: dict[int, dict[str, float]] = {}
         self.error: BaseException | None = None
         self._seen: dict[int, float] = {}
+        self._accepted: set[int] = set()  # actors whose hello passed the checks
+        self._asked_hello = 0.0
         self._window = Window()
         self._lock = threading.Lock()  # guards _window, _seen, actor_perf, counters' readers
         self.snapshot_lock = threading.Lock()  # replay adds + agent_steps/episodes, as one
@@ -254,6 +263,8 @@ class Receiver(threading.Thread):
 
     def _on_hello(self, msg: Message, role: str) -> None:
         self._refusing(msg, role, lambda: self._check_hello(msg, role))
+        if role == ACTOR:
+            self._accepted.add(msg.actor)
         self.hello_pending.set()
 
     def _check_hello(self, msg: Message, role: str) -> None:
@@ -298,6 +309,13 @@ class Receiver(threading.Thread):
                              f"expected {s.state_dim}")
         if self.expect_state and state is None:
             raise ShapeError(f"steps from actor {msg.actor}: the 'state' encoder needs state")
+        if msg.actor not in self._accepted:
+            now = time.monotonic()
+            if now - self._asked_hello >= 1.0:  # the re-published policy carries our run id
+                self._asked_hello = now
+                self.hello_pending.set()
+            raise UnknownActorError(f"steps from actor {msg.actor}, whose hello this learner has "
+                                    f"not accepted: refused until it says hello")
         if self.budget_reached.is_set():
             return  # the run is over: counters stay frozen at the budget
         flags, version = a["flags"], a["version"]

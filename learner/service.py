@@ -10,8 +10,8 @@ any actor connects and a hello can be answered at once; hellos and steps that di
 are rejected (counted), never trusted.
 
 Exit codes of `run()`: 0 the budget was reached and the final policy's evaluation is recorded
-(`stop` published); 1 the same but the final evaluation did not complete in final_eval_timeout_s,
-or an unexpected failure; 2 the run could not start (device, config, checkpoint, address in
+(`stop` published); 1 the same but no evaluation made progress for final_eval_timeout_s, or an
+unexpected failure; 2 the run could not start (device, config, checkpoint, address in
 use): nothing in the run directory was overwritten; 128 + signal number after SIGTERM/SIGINT (checkpoint written, no
 `stop` published: actors keep waiting for a resumed learner).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -146,11 +147,12 @@ class LearnerService:
                                           "ratio_offset": counters.get("ratio_offset", 0)})
             if ckpt.get("replay") is not None:
                 self.replay.load_state_dict(ckpt["replay"])
-            elif int(counters["agent_steps"]) >= cfg.replay.initial_random_steps:
-                # No saved replay: refill it with the current policy before updating again (a
-                # run stopped inside its random phase refills by itself: nothing to do there).
-                refill = min(cfg.replay.capacity, max(cfg.agent.batch_size,
-                                                      cfg.replay.initial_random_steps))
+            elif int(counters["agent_steps"]) > 0:
+                # No saved replay: refill it before updating again (with the current policy, or
+                # random actions if the run stopped inside its random phase). At most half the
+                # capacity: the last record of each stream is not a transition yet.
+                refill = min(cfg.replay.capacity // 2, max(cfg.agent.batch_size,
+                                                           cfg.replay.initial_random_steps))
                 self.trainer.start_refill(int(counters["agent_steps"]), refill)
                 log.info("resumed without a saved replay: refilling it with %d transitions of "
                          "the current policy before the next update", refill)
@@ -162,7 +164,9 @@ class LearnerService:
 
         self.version = int(counters["policy_version"])
         self.random_phase = int(counters["agent_steps"]) < cfg.replay.initial_random_steps
-        self.broadcaster = Broadcaster(pub)
+        # A new id per learner process: actors of an earlier learner on this port notice it in
+        # the broadcasts and say hello again, and their steps are refused until they have.
+        self.broadcaster = Broadcaster(pub, run=secrets.randbits(62))
         # Admission is the trainer's (it admits everything while a resume refills the replay).
         self.receiver = Receiver(pull, shapes, self.replay.add, self.trainer.admit,
                                  cfg.env.action_repeat, cfg.env_steps,
@@ -218,6 +222,8 @@ class LearnerService:
             if trainer.updates - self.ckpt_at >= cfg.learner.checkpoint_every:
                 self._checkpoint()
             self._evaluate()
+            if r.budget_reached.is_set() and trainer.refilling:
+                trainer.end_refill(r.agent_steps)  # no more steps will come to fill it
             if deadline is None and r.budget_reached.is_set() and (
                     trainer.owed(r.agent_steps) == 0 or self.replay.num_valid < 1):
                 if trainer.updates != self.broadcast_at:
@@ -226,6 +232,10 @@ class LearnerService:
                 deadline = time.monotonic() + self.final_eval_timeout_s
                 log.info("reached %d env steps (budget %d): final evaluation", r.env_steps,
                          cfg.env_steps)
+            if deadline is not None and not self.evaluator.final_done:
+                # Evaluations still making progress (heartbeats) are waited for, however long.
+                deadline = max(deadline,
+                               self.evaluator.last_progress + self.final_eval_timeout_s)
             if deadline is not None and (self.evaluator.final_done or time.monotonic() > deadline):
                 if not self.evaluator.final_done:
                     log.error("the final evaluation did not complete within %.0f s (evaluators "
@@ -318,7 +328,8 @@ class LearnerService:
         agent_steps = r.agent_steps  # read once: env_steps derives from it
         return {"env_steps": agent_steps * self.cfg.env.action_repeat, "agent_steps": agent_steps,
                 "updates": self.trainer.updates, "episodes": r.episodes,
-                "policy_version": self.version, "ratio_offset": self.trainer.ratio_offset}
+                "policy_version": self.version,
+                "ratio_offset": self.trainer.ratio_offset(agent_steps)}
 
     def _checkpoint(self) -> None:
         assert self.receiver is not None

@@ -118,11 +118,12 @@ class Trainer:
         """For the receiver thread: may it accept more steps now? Always while refilling."""
         return self._refill is not None or self.ratio.admit(agent_steps, self.updates)
 
-    @property
-    def ratio_offset(self) -> int:
+    def ratio_offset(self, agent_steps: int) -> int:
         """Agent steps excluded from the replay ratio besides the initial random ones: the
-        refills of resumes without a saved replay (kept in checkpoints)."""
-        return self.ratio.initial - self._initial
+        refills of resumes without a saved replay, one still running included up to
+        `agent_steps` (kept in checkpoints)."""
+        running = 0 if self._refill is None else max(0, int(agent_steps) - self._refill[0])
+        return self.ratio.initial - self._initial + running
 
     @property
     def refilling(self) -> bool:
@@ -138,15 +139,20 @@ class Trainer:
     def _refill_done(self, agent_steps: int) -> bool:
         if self._refill is None:
             return True
-        start, size = self._refill
-        if self.replay.num_valid < size:
+        if self.replay.num_valid < self._refill[1]:
             return False
-        self.ratio.initial += int(agent_steps) - start  # the refill steps owe no updates
-        self._refill = None
+        self.end_refill(agent_steps)
         return True
 
-    def state_dict(self) -> Dict[str, int]:
-        return {"updates": int(self.updates), "ratio_offset": self.ratio_offset}
+    def end_refill(self, agent_steps: int) -> None:
+        """End a refill now (it is full, or no more steps will come: the budget is reached);
+        its steps owe no updates."""
+        if self._refill is not None:
+            self.ratio.initial += max(0, int(agent_steps) - self._refill[0])
+            self._refill = None
+
+    def state_dict(self, agent_steps: int = 0) -> Dict[str, int]:
+        return {"updates": int(self.updates), "ratio_offset": self.ratio_offset(agent_steps)}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         self.updates = int(state["updates"])

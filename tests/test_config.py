@@ -183,3 +183,13 @@ def test_camera_offset_on_envpool_is_refused():
         C.resolve(C.RunConfig(agent=C.AgentConfig(camera_offset=True),
                               env=C.EnvConfig(task="walker_walk", backend="envpool")))
     assert C.resolve(C.RunConfig(env=C.EnvConfig(task="cheetah_run", backend="envpool")))
+
+
+def test_camera_offset_on_quadruped_is_refused() -> None:
+    """Quadruped's tracking camera moves, but its motion is not measured (zeros would be sent)."""
+    cfg = C.RunConfig(agent=C.AgentConfig(camera_offset=True),
+                      env=C.EnvConfig(task="quadruped_walk"))
+    with pytest.raises(C.ConfigError, match="quadruped"):
+        C.resolve(cfg)
+    quadruped = C.with_task_defaults(C.RunConfig(env=C.EnvConfig(task="quadruped_walk")))
+    assert C.resolve(quadruped).agent.camera_offset is False  # its default is off

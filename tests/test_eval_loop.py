@@ -20,6 +20,7 @@ ENV = resolve(RunConfig(env=EnvConfig(task="point_reach"))).env
 
 
 def _start(learner: FakeLearner, **kw) -> tuple[threading.Thread, dict, EvalLoop]:
+    kw.setdefault("max_parallel", 2)  # 4 episodes in 2 rounds: episodes_done goes 0, 2
     loop = EvalLoop(0, ENV, learner.endpoint, seed=3, heartbeat_every_s=0.0, episodes=4, **kw)
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(reason=loop.run()), daemon=True)
@@ -47,7 +48,7 @@ def test_evaluator_runs_a_request_with_heartbeats_and_answers_a_repeat_from_memo
         assert answer.meta["wall_s"] > 0
         busy = [m for m in learner.messages[P.HEARTBEAT] if m.meta["busy"]]
         assert busy and all(m.meta["eval_id"] == 78 for m in busy)
-        assert max(m.meta["episodes_done"] for m in busy) >= 0
+        assert [m.meta["episodes_done"] for m in busy][-1] == 2  # the first round of 2 is done
         # The same request again (the learner's PUB may have lost our answer's request...): the
         # stored answer is sent, the episodes are not run again.
         learner.publish(P.eval_message(learner.seq, 2, eval_id=78, episodes=4, target_actor=0))
@@ -86,6 +87,13 @@ def test_weights_arriving_during_an_evaluation_wait_until_it_ends():
     learner = FakeLearner(random=True)
     try:
         thread, result, loop = _start(learner)
+        applied_while_busy = []
+        apply = loop._apply
+
+        def watched(msg: P.Message) -> None:  # what the evaluator does with weights, and when
+            applied_while_busy.append(loop._busy is not None and msg.version == 2)
+            apply(msg)
+        loop._apply = watched
         learner.pump(lambda f: len(f.messages[P.HEARTBEAT]) >= 2)
         learner.publish_weights(1)
         learner.publish(P.eval_message(learner.seq, 1, eval_id=3, episodes=4, target_actor=0))
@@ -94,6 +102,7 @@ def test_weights_arriving_during_an_evaluation_wait_until_it_ends():
         learner.pump(lambda f: len(f.messages[P.EVAL_RESULT]) >= 1)
         assert learner.messages[P.EVAL_RESULT][0].version == 1  # one version throughout
         learner.pump(lambda f: f.messages[P.HEARTBEAT][-1].version == 2)  # applied after
+        assert applied_while_busy and not any(applied_while_busy)
         learner.publish(P.stop_message(learner.seq, 2))
         learner.pump(lambda f: not thread.is_alive())
     finally:

@@ -33,6 +33,7 @@ from fpac_async.export import load_flat_weights
 from fpac_async.settings import run_settings
 from fpac_async.transport import actor_endpoints, actor_sockets, push_socket
 from learner import cli
+from learner.checkpoint import load_checkpoint
 from fpac_async.protocol import STOP
 from learner.evaluation import EvalSchedule
 from learner.metrics import REQUIRED_FIELDS
@@ -260,6 +261,55 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     assert final["policy_version"] > last["policy_version"]
 
 
+def test_resume_without_replay_refills_and_finishes_even_at_the_budget(tmp_path, ctx) -> None:
+    """Issue 10.9: a resume without the saved replay takes a refill of transitions before the
+    next update and owes no updates for them; a resume whose budget ends inside the refill still
+    finishes (final evaluation, exit 0) instead of waiting for steps that will never come."""
+    run_dir = str(tmp_path / "run")
+    cfg = tiny_config(run_dir, free_port_pair(), env_steps=200)
+    no_replay = lambda c: dataclasses.replace(  # noqa: E731
+        c, learner=dataclasses.replace(c.learner, save_replay=False))
+    service = LearnerService(no_replay(cfg), tensorboard=False, console=False,
+                             final_eval_timeout_s=20)
+    thread, code = start(service)
+    actor = FakeActor(ctx, int(cfg.learner.bind.rsplit(":", 1)[1]), evaluator_id=0)
+    actor.hello_until_policy()
+    actor.run_until_stop()
+    thread.join(20)
+    assert code == [0]
+    stopped = load_checkpoint(run_dir)["counters"]
+    # More budget: a refill of max(batch 8, initial 20) = 20 transitions, then updates again.
+    port = free_port_pair()
+    more = no_replay(tiny_config(run_dir, port, env_steps=300))
+    resumed = LearnerService(more, resume=True, tensorboard=False, console=False,
+                             final_eval_timeout_s=20)
+    thread, code = start(resumed)
+    assert resumed.trainer.refilling
+    actor = FakeActor(ctx, port, actor=8, evaluator_id=1)
+    actor.hello_until_policy()
+    actor.run_until_stop()
+    thread.join(20)
+    assert code == [0]
+    after = load_checkpoint(run_dir)["counters"]
+    refilled = after["ratio_offset"]
+    assert refilled >= 20  # no update ran until the replay held the refill
+    assert after["updates"] == after["agent_steps"] - INITIAL - refilled  # none owed for it
+    # A budget that ends inside the refill (5 more steps, refill 20): still finishes.
+    port = free_port_pair()
+    tight = no_replay(tiny_config(run_dir, port, env_steps=after["env_steps"] + 5))
+    last = LearnerService(tight, resume=True, tensorboard=False, console=False,
+                          final_eval_timeout_s=20)
+    thread, code = start(last)
+    actor = FakeActor(ctx, port, actor=9, evaluator_id=2)
+    actor.hello_until_policy()
+    actor.run_until_stop()
+    thread.join(30)
+    assert code == [0]
+    final = load_checkpoint(run_dir)["counters"]
+    assert final["updates"] == final["agent_steps"] - INITIAL - final["ratio_offset"]
+    assert stopped["updates"] < after["updates"]
+
+
 def test_refuses_to_start_without_harm(tmp_path, caplog: pytest.LogCaptureFixture,
                                        capsys: pytest.CaptureFixture) -> None:
     run_dir = str(tmp_path / "fresh")
@@ -383,13 +433,32 @@ def test_eval_schedule_times_out_a_stuck_request_and_final_waits_for_periodic() 
     now[0] = 10.0
     ev.on_heartbeat(1, busy=True, eval_id=periodic.eval_id)
     assert ev.poll(200, 2) is None  # the final waits for the periodic one still running
+    assert ev.last_progress == 10.0
     assert ev.on_result(1, periodic.eval_id, [1.0], [5], 1, {1: 100}.get) is not None
     final = ev.poll(200, 2)
     assert final is not None and final.final
-    now[0] = 45.0  # beating but stuck past the timeout: re-issued (same evaluator: the only one)
-    ev.on_heartbeat(1, busy=True, eval_id=final.eval_id)
-    again = ev.poll(200, 2)
-    assert again is not None and again.final and again.eval_id != final.eval_id
+    # Alive but stuck on something else for longer than the timeout, and no other evaluator:
+    # the SAME request is published again (a new id would discard episodes already run).
+    for t in (20.0, 35.0):
+        now[0] = t
+        ev.on_heartbeat(1, busy=True, eval_id=12345)
+        assert ev.poll(200, 2) is None
+    now[0] = 41.0  # 31 s without progress
+    ev.on_heartbeat(1, busy=True, eval_id=12345)
+    assert ev.poll(200, 2) is final  # the same id, asked again
+    now[0] = 60.0
+    ev.on_heartbeat(1, busy=True, eval_id=12345)
+    assert ev.poll(200, 2) is None  # the clock restarted at 41 s
+    now[0] = 72.0
+    ev.on_heartbeat(1, busy=True, eval_id=12345)
+    assert ev.poll(200, 2) is final
+    # With a second evaluator alive, a stuck request moves to it under a new id.
+    now[0] = 103.0
+    ev.on_heartbeat(1, busy=True, eval_id=12345)
+    ev.on_heartbeat(2)
+    moved = ev.poll(200, 2)
+    assert moved is not None and moved.target == 2 and moved.eval_id != final.eval_id
+    assert moved.final and moved.version == 2
 
 
 def test_mismatched_actor_and_evaluator_are_refused(tmp_path, ctx: zmq.Context) -> None:

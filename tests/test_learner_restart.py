@@ -1,0 +1,116 @@
+"""A real actor (ActorLoop) outliving its learner: a NEW learner process on the same port refuses
+its steps until it has said hello (a new run id in the broadcasts makes it say hello at once), and
+refuses the actor outright if the new learner runs other settings. Real sockets on loopback."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Iterator
+
+import pytest
+import torch
+
+from actors.actor_loop import ActorLoop
+from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
+                               resolve)
+from fpac_async.transport import free_port_pair
+from learner.service import LearnerService
+
+
+def config(run_dir: str, port: int, episode: int = 50) -> RunConfig:
+    return RunConfig(
+        agent=AgentConfig(hidden_dim=32, num_points=4, conv_channels=8, batch_size=8),
+        env=EnvConfig(task="point_reach", envs_per_actor=1, episode_control_steps=episode),
+        replay=ReplayConfig(capacity=2000, initial_random_steps=10**6),  # no updates: fast
+        learner=LearnerConfig(bind=f"tcp://127.0.0.1:{port}", gpus=0, eval_every_env_steps=0,
+                              log_every_s=0.2),
+        env_steps=10**6, run_dir=run_dir)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def start(service: LearnerService) -> tuple[threading.Thread, list[int]]:
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(service.run()), daemon=True)
+    thread.start()
+    assert service.ready.wait(20) or code, "the learner did not start"
+    return thread, code
+
+
+def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_actor_says_hello_to_a_new_learner_and_is_refused_by_one_with_other_settings(tmp_path):
+    port = free_port_pair()
+    first = LearnerService(config(str(tmp_path / "a"), port), tensorboard=False, console=False)
+    thread, code = start(first)
+    env = resolve(config("x", port)).env
+    loop = ActorLoop(3, env, f"127.0.0.1:{port}", seed=0, steps_per_message=4,
+                     silence_hello_s=3600.0)  # only the run id can make it say hello again
+    result: dict = {}
+    actor = threading.Thread(target=lambda: result.update(reason=loop.run()), daemon=True)
+    actor.start()
+    wait_for(lambda: first.receiver.agent_steps > 40, "steps at the first learner")
+    first.request_stop()
+    thread.join(20)
+
+    # The same settings, a new learner process: the old actor's steps are refused until its
+    # hello (prompted by the new run id), then accepted.
+    second = LearnerService(config(str(tmp_path / "b"), port), tensorboard=False, console=False)
+    thread, code = start(second)
+    wait_for(lambda: second.receiver.agent_steps > 40, "steps at the second learner")
+    assert 3 in second.receiver._accepted and actor.is_alive()
+    second.request_stop()
+    thread.join(20)
+
+    # Other settings (episodes of 100 control steps): the actor is refused and ends.
+    third = LearnerService(config(str(tmp_path / "c"), port, episode=100), tensorboard=False,
+                           console=False)
+    thread, code = start(third)
+    try:
+        actor.join(30)
+        assert result.get("reason") == "refused"
+        assert third.receiver.agent_steps == 0  # not one of its records was taken
+        assert third.receiver.rejects.counts.get("config", 0) >= 1
+    finally:
+        loop._stop = True
+        third.request_stop()
+        thread.join(20)
+        actor.join(10)
+
+
+def test_steps_without_a_hello_are_refused(tmp_path):
+    from fpac_async import protocol as P
+    import numpy as np
+    import zmq
+    from fpac_async.transport import actor_sockets
+
+    port = free_port_pair()
+    service = LearnerService(dataclasses.replace(config(str(tmp_path / "r"), port)),
+                             tensorboard=False, console=False)
+    thread, code = start(service)
+    ctx = zmq.Context()
+    try:
+        push, sub = actor_sockets(ctx, f"127.0.0.1:{port}")
+        flags = np.array([P.FIRST, 0, 0, 0], np.uint8)
+        push.send_multipart(P.encode(P.steps_message(
+            5, 0, 0, 0, np.zeros((4, 3, 32, 32), np.uint8), np.zeros((4, 2), np.float32),
+            np.zeros(4, np.float32), flags, np.zeros(4, np.int32))))
+        wait_for(lambda: service.receiver.rejects.counts.get("unknown_actor") == 1,
+                 "the refusal of steps from an actor that never said hello")
+        assert service.receiver.agent_steps == 0
+    finally:
+        service.request_stop()
+        thread.join(20)
+        ctx.destroy(linger=0)
