@@ -83,6 +83,13 @@ def bare_fps(env_cfg: EnvConfig, seconds: float, seed: int) -> float:
 def full_fps(env_cfg: EnvConfig, seconds: float, seed: int, port: int,
              overlap: bool) -> tuple[float, dict]:
     """Frames/s of ActorLoop from its stats intervals after the first (warm-up) one."""
+    return loop_rate(env_cfg, seconds, seed, port, "agent_sps", overlap=overlap)
+
+
+def loop_rate(env_cfg: EnvConfig, seconds: float, seed: int, port: int, key: str,
+              **loop_kwargs) -> tuple[float, dict]:
+    """ActorLoop's rate `key` (a perf field: agent_sps, env_sps) over its stats intervals after
+    the first (warm-up) one, and the fractions of its time in render / policy / send."""
     intervals: list[dict] = []
     deadline = [float("inf")]
 
@@ -92,11 +99,11 @@ def full_fps(env_cfg: EnvConfig, seconds: float, seed: int, port: int,
             deadline[0] = time.monotonic() + seconds
 
     loop = ActorLoop(0, env_cfg, f"127.0.0.1:{port}", seed, steps_per_message=16,
-                     stats_every_s=1.0, probe_renderer=False, on_stats=on_stats, overlap=overlap)
+                     stats_every_s=1.0, probe_renderer=False, on_stats=on_stats, **loop_kwargs)
     loop.run(should_stop=lambda: time.monotonic() > deadline[0])
     timed = intervals[1:-1] or intervals
     wall = sum(p["wall_s"] for p in timed)
-    steps = sum(p["agent_sps"] * p["wall_s"] for p in timed)
+    steps = sum(p[key] * p["wall_s"] for p in timed)
     split = {k: sum(p[k] for p in timed) / wall for k in ("render_s", "policy_s", "send_s")}
     return steps / wall, split
 

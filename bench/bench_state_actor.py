@@ -32,8 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from actors.actor_loop import ActorLoop  # noqa: E402
 from actors.envs import make_vec_env  # noqa: E402
+from bench.bench_actor import loop_rate  # noqa: E402
 from bench.provenance import provenance  # noqa: E402
 from fpac_async import protocol as P  # noqa: E402
 from fpac_async.config import EnvConfig, RunConfig, resolve  # noqa: E402
@@ -90,22 +90,7 @@ def bare_sps(env_cfg: EnvConfig, seconds: float, seed: int, render: bool) -> flo
 def full_sps(env_cfg: EnvConfig, seconds: float, seed: int, port: int,
              render: bool) -> tuple[float, dict]:
     """Env steps/s of ActorLoop from its stats intervals after the first (warm-up) one."""
-    intervals: list[dict] = []
-    deadline = [float("inf")]
-
-    def on_stats(s: dict) -> None:
-        intervals.append(s["perf"])
-        if len(intervals) == 1:
-            deadline[0] = time.monotonic() + seconds
-
-    loop = ActorLoop(0, env_cfg, f"127.0.0.1:{port}", seed, steps_per_message=16,
-                     stats_every_s=1.0, probe_renderer=False, on_stats=on_stats, render=render)
-    loop.run(should_stop=lambda: time.monotonic() > deadline[0])
-    timed = intervals[1:-1] or intervals
-    wall = sum(p["wall_s"] for p in timed)
-    env_steps = sum(p["env_sps"] * p["wall_s"] for p in timed)
-    split = {k: sum(p[k] for p in timed) / wall for k in ("render_s", "policy_s", "send_s")}
-    return env_steps / wall, split
+    return loop_rate(env_cfg, seconds, seed, port, "env_sps", render=render)
 
 
 def main() -> None:
