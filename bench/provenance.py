@@ -42,7 +42,9 @@ def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                              capture_output=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # Code changes only: results files written by earlier benchmarks do not count.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!bench/results"],
                                cwd=ROOT, text=True, capture_output=True, timeout=10).stdout
         return (out.stdout.strip() or "unknown") + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
