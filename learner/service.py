@@ -222,8 +222,12 @@ class LearnerService:
             if trainer.updates - self.ckpt_at >= cfg.learner.checkpoint_every:
                 self._checkpoint()
             self._evaluate()
-            if r.budget_reached.is_set() and trainer.refilling:
-                trainer.end_refill(r.agent_steps)  # no more steps will come to fill it
+            if trainer.refilling:
+                with r.snapshot_lock:  # replay contents and agent steps from the same instant
+                    if r.budget_reached.is_set():
+                        trainer.end_refill(r.agent_steps)  # no more steps will come to fill it
+                    else:
+                        trainer.poll_refill(r.agent_steps)
             if deadline is None and r.budget_reached.is_set() and (
                     trainer.owed(r.agent_steps) == 0 or self.replay.num_valid < 1):
                 if trainer.updates != self.broadcast_at:

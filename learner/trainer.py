@@ -136,13 +136,13 @@ class Trainer:
         few dozen transitions."""
         self._refill = (int(agent_steps), int(size))
 
-    def _refill_done(self, agent_steps: int) -> bool:
-        if self._refill is None:
-            return True
-        if self.replay.num_valid < self._refill[1]:
-            return False
-        self.end_refill(agent_steps)
-        return True
+    def poll_refill(self, agent_steps: int) -> bool:
+        """End the refill once the replay holds its size; True when no refill is running.
+        `agent_steps` must be the count that the replay's contents correspond to (the service
+        reads both under the receiver's snapshot lock): the refill's steps owe no updates."""
+        if self._refill is not None and self.replay.num_valid >= self._refill[1]:
+            self.end_refill(agent_steps)
+        return self._refill is None
 
     def end_refill(self, agent_steps: int) -> None:
         """End a refill now (it is full, or no more steps will come: the budget is reached);
@@ -166,8 +166,8 @@ class Trainer:
               max_updates: int = 64) -> Optional[Dict[str, float]]:
         """Run min(owed, max_updates) updates. Returns the mean of each metric over them plus
         'lr' and 'updates_run', or None when no update ran (nothing owed or replay empty)."""
-        if not self._refill_done(agent_steps):
-            return None
+        if self._refill is not None:
+            return None  # refilling: no update until poll_refill ends it
         n = min(self.owed(agent_steps), int(max_updates))
         if n <= 0 or self.replay.num_valid < 1:
             return None

@@ -211,9 +211,14 @@ def test_sender_without_frames_sends_state_only():
 # ---------------------------------------------------------------- receiver
 def receiver(expect_frames: bool, replay_add) -> Receiver:
     shapes = TaskShapes("cartpole_swingup", (3, 8, 8), 2, 3)
-    return Receiver(None, shapes, replay_add, lambda steps: True, action_repeat=8,
-                    env_step_budget=10**9, max_bytes=P.DEFAULT_MAX_BYTES, expect_state=True,
-                    expect_frames=expect_frames)
+    r = Receiver(None, shapes, replay_add, lambda steps: True, action_repeat=8,
+                 env_step_budget=10**9, max_bytes=P.DEFAULT_MAX_BYTES, expect_state=True,
+                 expect_frames=expect_frames)
+    # Steps count only from actors whose hello was accepted: actor 3 says hello first.
+    r.handle([bytes(f) for f in P.encode(P.hello_message(3, "cartpole_swingup", 1, (3, 8, 8), 2,
+                                                         state_dim=3))])
+    assert not r.rejects.counts
+    return r
 
 
 @pytest.mark.parametrize("real_replay", [False, True])

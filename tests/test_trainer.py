@@ -184,10 +184,12 @@ def test_resume_without_replay_refills_before_updating_and_owes_nothing_for_it()
     flags[0] = 1
     empty.add((0, 0), 0, rng.integers(0, 256, (30, 3, H, W), dtype=np.uint8),
               rng.uniform(-1, 1, (30, A)).astype(np.float32), np.zeros(30, np.float32), flags)
-    assert trainer.train(agent_steps=530, env_steps=530) is None  # 29 transitions < 40
+    assert not trainer.poll_refill(530)  # 29 transitions < 40
+    assert trainer.train(agent_steps=530, env_steps=530) is None
     empty.add((0, 0), 30, rng.integers(0, 256, (20, 3, H, W), dtype=np.uint8),
               rng.uniform(-1, 1, (20, A)).astype(np.float32), np.zeros(20, np.float32),
               np.zeros(20, np.uint8))
+    assert trainer.poll_refill(550)
     out = trainer.train(agent_steps=550, env_steps=550)
     assert out is not None and out["updates_run"] == 2.0 and not trainer.refilling
     assert trainer.state_dict() == {"updates": 490, "ratio_offset": 50}
