@@ -261,9 +261,13 @@ class ActorLoop:
         if msg.kind == P.POLICY:
             if (not self.policy.ready or msg.version != self.policy.version
                     or msg.meta["random"] != self.policy.random):
-                for policy in self._policies:
-                    policy.load_policy(msg.arrays["script"], msg.arrays["weights"],
-                                       msg.meta["layout"], msg.version, msg.meta["random"])
+                try:
+                    for policy in self._policies:
+                        policy.load_policy(msg.arrays["script"], msg.arrays["weights"],
+                                           msg.meta["layout"], msg.version, msg.meta["random"])
+                except (RuntimeError, ValueError) as e:  # not TorchScript, or weights misfit
+                    self.rejects.add(P.GarbageError(f"a policy that cannot be loaded ({e!s:.200})"),
+                                     "learner broadcast")
         elif msg.kind == P.WEIGHTS:
             if self.policy.ready and msg.version != self.policy.version:
                 # Weights come only after the random phase: acting switches to the policy.

@@ -52,15 +52,20 @@ class ActorPolicy:
     # ------------------------------------------------------------------ updates from the learner
     def load_policy(self, script: bytes | np.ndarray, flat: np.ndarray,
                     layout: Sequence, version: int, random: bool) -> None:
-        """A `policy` message: (re)load the TorchScript module unless it is the one held."""
+        """A `policy` message: (re)load the TorchScript module unless it is the one held. A new
+        module is adopted only once the weights loaded into it: bytes that are not TorchScript
+        (RuntimeError) or weights that do not fit it (ValueError) leave the held policy as it was."""
         raw = bytes(memoryview(script))
         digest = hashlib.sha1(raw).digest()
         if self.module is None or digest != self._script_digest:
             module = script_from_bytes(raw)
             module.eval()
+            load_flat_weights(module, np.array(flat, dtype=np.float32), layout)
             self.module = module
             self._script_digest = digest
             self._has_points = bool(getattr(module, "has_points", False))
+            self.weights_changed(version, random)
+            return
         self.apply_weights(version, flat, layout, random)
 
     def apply_weights(self, version: int, flat: np.ndarray, layout: Sequence,

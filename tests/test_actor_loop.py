@@ -309,3 +309,27 @@ def test_overlap_needs_two_envs_and_is_on_by_default_only_for_dmc():
         assert not ActorLoop(0, envpool2, learner.endpoint, seed=0).overlap
     finally:
         learner.close()
+
+
+def test_a_policy_that_cannot_be_loaded_is_rejected_and_the_held_one_kept():
+    """Garbage TorchScript bytes (or weights that do not fit) in a `policy` broadcast: the actor
+    counts a reject and keeps acting with the policy it holds, instead of crashing (and
+    crash-looping on every re-publish)."""
+    learner = FakeLearner(random=False)
+    try:
+        thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: len(f.messages[P.STEPS]) >= 2)
+        loop = result["loop"]
+        held = loop.policy.module
+        _, flat, layout = tiny_policy()
+        learner.publish(P.policy_message(learner.seq, 9, b"not TorchScript", flat, layout))
+        misfit = [["renamed", layout[0][1]], *layout[1:]]  # valid on the wire, not for the module
+        learner.publish(P.policy_message(learner.seq, 9, tiny_policy(seed=1)[0], flat, misfit))
+        n = len(learner.messages[P.STEPS])
+        learner.pump(lambda f: len(f.messages[P.STEPS]) >= n + 4)
+        assert thread.is_alive() and loop.policy.module is held and loop.policy.version == 0
+        assert loop.rejects.counts.get("garbage") == 2
+    finally:
+        loop._stop = True
+        learner.close()
+        thread.join(10)
