@@ -322,13 +322,20 @@ def test_a_policy_that_cannot_be_loaded_is_rejected_and_the_held_one_kept():
         loop = result["loop"]
         held = loop.policy.module
         _, flat, layout = tiny_policy()
-        learner.publish(P.policy_message(learner.seq, 9, b"not TorchScript", flat, layout))
         misfit = [["renamed", layout[0][1]], *layout[1:]]  # valid on the wire, not for the module
-        learner.publish(P.policy_message(learner.seq, 9, tiny_policy(seed=1)[0], flat, misfit))
+        for script, lay in ((b"not TorchScript", layout), (tiny_policy(seed=1)[0], misfit)):
+            n = len(learner.messages[P.STEPS])
+            learner.pump(lambda f: len(f.messages[P.STEPS]) > n + 8)  # earlier ones handled
+            before = loop.rejects.counts.get("garbage", 0)
+            while loop.rejects.counts.get("garbage", 0) == before:  # PUB may drop: again
+                learner.publish(P.policy_message(learner.seq, 9, script, flat, lay))
+                n = len(learner.messages[P.STEPS])
+                learner.pump(lambda f: len(f.messages[P.STEPS]) > n)
+            assert thread.is_alive() and loop.policy.module is held
         n = len(learner.messages[P.STEPS])
         learner.pump(lambda f: len(f.messages[P.STEPS]) >= n + 4)
         assert thread.is_alive() and loop.policy.module is held and loop.policy.version == 0
-        assert loop.rejects.counts.get("garbage") == 2
+        assert loop.rejects.counts.get("garbage", 0) >= 2  # both kinds (re-publishes count too)
     finally:
         loop._stop = True
         learner.close()
