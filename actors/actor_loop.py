@@ -170,7 +170,9 @@ class ActorLoop:
                  self.policy.random)
         return True
 
-    def _hello(self, env: VecEnv) -> None:
+    def _hello(self, env: VecEnv) -> bool:
+        """Send hello; False if it could not be sent now (no learner connected, or a full
+        queue): the caller tries again."""
         msg = P.hello_message(self.actor_id, self.env_cfg.task, os.getpid(), env.obs_shape,
                               env.action_dim, seq=self._out_seq, state_dim=env.state_dim,
                               role=P.ACTOR, settings=self.settings)
@@ -178,7 +180,8 @@ class ActorLoop:
         try:  # NOBLOCK: with no learner connected (IMMEDIATE) a hello is simply not sent
             send_message(self.push, msg, zmq.NOBLOCK)
         except zmq.Again:
-            pass
+            return False
+        return True
 
     def _loop(self, stepper: SequentialStepper | OverlappedStepper,
               max_agent_steps: int | None, should_stop: Callable[[], bool]) -> str:
@@ -212,9 +215,8 @@ class ActorLoop:
             if now - last_stats >= self.stats_every_s:
                 self._send_stats(meter, sender, env, now - last_stats)
                 last_stats = now
-            if now - self._last_heard > self.silence_hello_s:
-                self._hello(env)  # a restarted learner re-publishes its policy on hello
-                self._last_heard = now
+            if now - self._last_heard > self.silence_hello_s and self._hello(env):
+                self._last_heard = now  # a restarted learner re-publishes its policy on hello
             if self._stop:
                 reason = self._stop_reason
                 break

@@ -45,14 +45,17 @@ VARIANTS = [("bare1", 1, None), ("seq1", 1, "sequential"), ("bare2", 2, None),
 RESULTS = os.path.join(ROOT, "bench", "results", "actor.jsonl")
 
 
-def _drain_learner(port: int, obs_shape: tuple, action_dim: int, ready: mp.Event) -> None:
-    """PULL + decode everything; answer hello with the default-config policy (random=False)."""
+def _drain_learner(port: int, obs_shape: tuple, action_dim: int, ready: mp.Event,
+                   state_dim: int = 0) -> None:
+    """PULL + decode everything; answer hello with the default-config policy (random=False),
+    or the state encoder's when state_dim > 0."""
     from fpac_async.config import AgentConfig  # noqa: PLC0415
     from fpac_async.export import export_policy, flat_weights, script_to_bytes  # noqa: PLC0415
     from fpac_async.sac import SAC  # noqa: PLC0415
     from fpac_async.transport import pub_socket, pull_socket, send_message  # noqa: PLC0415
     torch.set_num_threads(1)
-    module = export_policy(SAC(AgentConfig(), (6, *obs_shape[1:]), action_dim))
+    agent = AgentConfig(encoder="state") if state_dim else AgentConfig()
+    module = export_policy(SAC(agent, (6, *obs_shape[1:]), action_dim, state_dim=state_dim))
     script, (flat, layout) = script_to_bytes(module), flat_weights(module)
     layout = [[n, list(s)] for n, s in layout]
     ctx = zmq.Context()

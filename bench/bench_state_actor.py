@@ -33,9 +33,8 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from actors.envs import make_vec_env  # noqa: E402
-from bench.bench_actor import loop_rate  # noqa: E402
+from bench.bench_actor import _drain_learner, loop_rate  # noqa: E402
 from bench.provenance import provenance  # noqa: E402
-from fpac_async import protocol as P  # noqa: E402
 from fpac_async.config import EnvConfig, RunConfig, resolve  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "state_actor.jsonl")
@@ -47,28 +46,6 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), "numpy": np.__version__,
             "torch": torch.__version__, "mujoco": version("mujoco"),
             "dm_control": version("dm_control"), "pyzmq": zmq.__version__}
-
-
-def _drain_learner(port: int, obs_shape: tuple, action_dim: int, state_dim: int,
-                   ready: mp.Event) -> None:
-    """PULL + decode everything; answer hello with a state-encoder policy (random=False)."""
-    from fpac_async.config import AgentConfig  # noqa: PLC0415
-    from fpac_async.export import export_policy, flat_weights, script_to_bytes  # noqa: PLC0415
-    from fpac_async.sac import SAC  # noqa: PLC0415
-    from fpac_async.transport import pub_socket, pull_socket, send_message  # noqa: PLC0415
-    torch.set_num_threads(1)
-    module = export_policy(SAC(AgentConfig(encoder="state"), (6, *obs_shape[1:]), action_dim,
-                               state_dim=state_dim))
-    script, (flat, layout) = script_to_bytes(module), flat_weights(module)
-    layout = [[n, list(s)] for n, s in layout]
-    ctx = zmq.Context()
-    pull = pull_socket(ctx, f"tcp://127.0.0.1:{port}")
-    pub = pub_socket(ctx, f"tcp://127.0.0.1:{port + 1}")
-    ready.set()
-    while True:  # until terminated
-        msg = P.decode(pull.recv_multipart(copy=False))
-        if msg.kind == P.HELLO:
-            send_message(pub, P.policy_message(0, 1, script, flat, layout, random=False))
 
 
 def bare_sps(env_cfg: EnvConfig, seconds: float, seed: int, render: bool) -> float:
@@ -114,7 +91,7 @@ def main() -> None:
     probe.close()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    drain = ctx.Process(target=_drain_learner, args=(args.port, shape, adim, sdim, ready),
+    drain = ctx.Process(target=_drain_learner, args=(args.port, shape, adim, ready, sdim),
                         daemon=True)
     drain.start()
     ready.wait(120)

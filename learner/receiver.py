@@ -140,6 +140,7 @@ class Receiver(threading.Thread):
         self.error: BaseException | None = None
         self._seen: dict[int, float] = {}
         self._accepted: set[int] = set()  # actors whose hello passed the checks
+        self._refused: dict[int, tuple[str, float]] = {}  # actor -> (reason, last refusal sent)
         self._asked_hello = 0.0
         self._window = Window()
         self._lock = threading.Lock()  # guards _window, _seen, actor_perf, counters' readers
@@ -255,6 +256,9 @@ class Receiver(threading.Thread):
         try:
             check()
         except ProtocolError as e:
+            if role == ACTOR:
+                self._accepted.discard(msg.actor)
+                self._refused[msg.actor] = (str(e), time.monotonic())
             try:
                 self.refusals.put_nowait((msg.actor, role, str(e)))
             except queue.Full:
@@ -265,6 +269,7 @@ class Receiver(threading.Thread):
         self._refusing(msg, role, lambda: self._check_hello(msg, role))
         if role == ACTOR:
             self._accepted.add(msg.actor)
+            self._refused.pop(msg.actor, None)
         self.hello_pending.set()
 
     def _check_hello(self, msg: Message, role: str) -> None:
@@ -309,6 +314,16 @@ class Receiver(threading.Thread):
                              f"expected {s.state_dim}")
         if self.expect_state and state is None:
             raise ShapeError(f"steps from actor {msg.actor}: the 'state' encoder needs state")
+        refused = self._refused.get(msg.actor)
+        if refused is not None and msg.actor not in self._accepted:
+            reason, sent = refused
+            if time.monotonic() - sent >= 1.0:  # PUB is lossy: refuse again, once a second
+                self._refused[msg.actor] = (reason, time.monotonic())
+                try:
+                    self.refusals.put_nowait((msg.actor, ACTOR, reason))
+                except queue.Full:
+                    pass
+            raise SettingsMismatchError(f"steps from refused actor {msg.actor}: {reason}")
         if msg.actor not in self._accepted:
             now = time.monotonic()
             if now - self._asked_hello >= 1.0:  # the re-published policy carries our run id

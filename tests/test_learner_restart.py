@@ -16,6 +16,7 @@ from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConf
                                resolve)
 from fpac_async.transport import free_port_pair
 from learner.service import LearnerService
+from test_learner_service import start
 
 
 def config(run_dir: str, port: int, episode: int = 50) -> RunConfig:
@@ -34,14 +35,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def start(service: LearnerService) -> tuple[threading.Thread, list[int]]:
-    code: list[int] = []
-    thread = threading.Thread(target=lambda: code.append(service.run()), daemon=True)
-    thread.start()
-    assert service.ready.wait(20) or code, "the learner did not start"
-    return thread, code
 
 
 def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:
