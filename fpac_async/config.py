@@ -80,6 +80,9 @@ class AgentConfig:
     log_std_bound: str = "clamp"
     """How log-std is bounded: 'clamp' (hard clamp, the authors' code) or 'tanh' (the SAC-AE/DrQ
     rescale)."""
+    mlp_init: str = "orthogonal"
+    """Actor/critic MLP init: 'orthogonal' (SAC-AE/DrQ) or 'authors' (PyTorch default, last layer
+    U(-3e-3, 3e-3))."""
 
 
 @dataclass
@@ -279,6 +282,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     _check_choice("agent.softmax", cfg.agent.softmax, ("separable", "spatial"))
     _check_choice("env.backend", env.backend, ("dmc", "envpool", "numpy"))
     _check_choice("agent.log_std_bound", cfg.agent.log_std_bound, ("clamp", "tanh"))
+    _check_choice("agent.mlp_init", cfg.agent.mlp_init, ("orthogonal", "authors"))
     if cfg.agent.camera_offset and env.backend not in CAMERA_OFFSET_BACKENDS:
         raise ConfigError(f"agent.camera_offset needs a backend that measures the camera's motion "
                           f"({', '.join(CAMERA_OFFSET_BACKENDS)}); {env.backend} reports zero "

@@ -4,9 +4,10 @@ Both are MLPs with cfg.hidden_layers hidden layers of cfg.hidden_dim units and S
 activations (Table I) on top of the encoder's features.
 
 Choices (documented because the paper does not fix them; docs/FIDELITY.md):
-- Initialisation: orthogonal weights and zero biases on every linear layer, as in SAC-AE and DrQ
-  (`weight_init`). The authors' MLPs keep PyTorch's default init with the last layer drawn from
-  U(-3e-3, 3e-3).
+- Initialisation (cfg.mlp_init): 'orthogonal' (default), orthogonal weights and zero biases on
+  every linear layer as in SAC-AE and DrQ (`weight_init`); or 'authors', the authors' MLPs
+  (utils.MLP): PyTorch's default nn.Linear init, U(+-1/sqrt(fan_in)) for weights and biases,
+  with the last layer's weights and bias drawn from U(-3e-3, 3e-3).
 - log-std bound (cfg.log_std_bound): 'clamp', the authors' hard clamp to [min, max] (default), or
   'tanh', the SAC-AE/DrQ rescale log_std = min + (max - min) * (tanh(u) + 1) / 2, whose gradient
   never vanishes at the edges.
@@ -48,8 +49,15 @@ def feature_head(in_dim: int, out_dim: int) -> nn.Module:
     return head
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int) -> nn.Sequential:
-    """in_dim -> hidden_layers x (Linear(hidden_dim), SiLU) -> Linear(out_dim)."""
+MLP_INITS = ("orthogonal", "authors")
+AUTHORS_LAST_LAYER = 3e-3  # utils.MLP(init_w=3e-3) in the authors' code
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int,
+        init: str = "orthogonal") -> nn.Sequential:
+    """in_dim -> hidden_layers x (Linear(hidden_dim), SiLU) -> Linear(out_dim), initialised as
+    `init` says (module docstring)."""
+    _check_init(init)
     layers: List[nn.Module] = []
     width = in_dim
     for _ in range(hidden_layers):
@@ -57,8 +65,18 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, hidden_layers: int) -> nn.Se
         width = hidden_dim
     layers.append(nn.Linear(width, out_dim))
     net = nn.Sequential(*layers)
-    net.apply(orthogonal_init)
+    if init == "orthogonal":
+        net.apply(orthogonal_init)
+    else:  # PyTorch's default for the hidden layers (nn.Linear's own), small last layer
+        with torch.no_grad():
+            net[-1].weight.uniform_(-AUTHORS_LAST_LAYER, AUTHORS_LAST_LAYER)
+            net[-1].bias.uniform_(-AUTHORS_LAST_LAYER, AUTHORS_LAST_LAYER)
     return net
+
+
+def _check_init(init: str) -> None:
+    if init not in MLP_INITS:
+        raise ValueError(f"mlp init must be one of {', '.join(MLP_INITS)}; got {init!r}")
 
 
 class Actor(nn.Module):
@@ -66,7 +84,7 @@ class Actor(nn.Module):
 
     def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, hidden_layers: int,
                  log_std_min: float, log_std_max: float, log_std_bound: str = "clamp",
-                 head_dim: int = 0):
+                 head_dim: int = 0, init: str = "orthogonal"):
         super().__init__()
         if not log_std_min < log_std_max:
             raise ValueError(f"log_std_min ({log_std_min}) must be < log_std_max ({log_std_max})")
@@ -77,7 +95,8 @@ class Actor(nn.Module):
         self.log_std_max = float(log_std_max)
         self.tanh_log_std = log_std_bound == "tanh"
         self.head = feature_head(feature_dim, head_dim)
-        self.trunk = mlp(head_dim or feature_dim, hidden_dim, 2 * action_dim, hidden_layers)
+        self.trunk = mlp(head_dim or feature_dim, hidden_dim, 2 * action_dim, hidden_layers,
+                         init)
 
     def forward(self, features: Tensor) -> Tuple[Tensor, Tensor]:
         """(mean, log_std) of the pre-tanh Gaussian, each [B, A]."""
@@ -123,11 +142,20 @@ class EnsembleLinear(nn.Module):
     A 2-D input [B, in] is shared by all members (broadcast without a copy).
     """
 
-    def __init__(self, members: int, in_dim: int, out_dim: int):
+    def __init__(self, members: int, in_dim: int, out_dim: int, init: str = "orthogonal",
+                 bound: float | None = None):
+        """init 'orthogonal': orthogonal weights, zero biases, per member; 'authors': weights and
+        biases from U(-b, b) with b = `bound`, or nn.Linear's default 1/sqrt(in_dim)."""
         super().__init__()
+        _check_init(init)
         self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
         with torch.no_grad():
+            if init == "authors":
+                b = bound if bound is not None else 1.0 / math.sqrt(in_dim)
+                self.weight.uniform_(-b, b)
+                self.bias.uniform_(-b, b)
+                return
             for e in range(members):
                 w = torch.empty(out_dim, in_dim)
                 nn.init.orthogonal_(w)  # per member, same law as nn.Linear's orthogonal init
@@ -143,15 +171,15 @@ class TwinCritic(nn.Module):
     """Clipped double Q: two Q(s, a) MLPs on [features, action], evaluated together."""
 
     def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, hidden_layers: int,
-                 num_q: int = 2, head_dim: int = 0):
+                 num_q: int = 2, head_dim: int = 0, init: str = "orthogonal"):
         super().__init__()
         self.head = feature_head(feature_dim, head_dim)  # one head shared by the num_q members
         layers: List[nn.Module] = []
         width = (head_dim or feature_dim) + action_dim
         for _ in range(hidden_layers):
-            layers += [EnsembleLinear(num_q, width, hidden_dim), nn.SiLU()]
+            layers += [EnsembleLinear(num_q, width, hidden_dim, init), nn.SiLU()]
             width = hidden_dim
-        layers.append(EnsembleLinear(num_q, width, 1))
+        layers.append(EnsembleLinear(num_q, width, 1, init, bound=AUTHORS_LAST_LAYER))
         self.net = nn.Sequential(*layers)
         self.num_q = num_q
 

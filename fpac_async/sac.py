@@ -57,9 +57,10 @@ class SAC:
         head_dim = int(cfg.pixels_feature_dim) if cfg.encoder == "pixels" else 0
         self.actor = Actor(feature_dim, self.action_dim, cfg.hidden_dim, cfg.hidden_layers,
                            cfg.log_std_min, cfg.log_std_max, cfg.log_std_bound,
-                           head_dim=head_dim).to(self.device)
+                           head_dim=head_dim, init=cfg.mlp_init).to(self.device)
         self.critic = TwinCritic(feature_dim, self.action_dim, cfg.hidden_dim,
-                                 cfg.hidden_layers, head_dim=head_dim).to(self.device)
+                                 cfg.hidden_layers, head_dim=head_dim,
+                                 init=cfg.mlp_init).to(self.device)
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
         self.target_encoder = self._frozen_copy(self.encoder) if cfg.target_encoder else None
