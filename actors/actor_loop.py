@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +99,10 @@ class ActorLoop:
         self._stop = False
         self._stop_reason = "stop"  # or 'refused' (the learner refused this actor's settings)
         self._run: int | None = None  # the learner process's id, from its broadcasts
+        # A hello is owed (a new learner process, or weights that do not fit): sent at the next
+        # step, and retried until the queue takes it; broadcasts arriving meanwhile do not
+        # cancel it (they only reset the silence timer).
+        self._hello_owed = False
         self._out_seq = 0  # seq of hello / stats / eval_result messages
 
     # ------------------------------------------------------------------ the run
@@ -215,8 +218,9 @@ class ActorLoop:
             if now - last_stats >= self.stats_every_s:
                 self._send_stats(meter, sender, env, now - last_stats)
                 last_stats = now
-            if now - self._last_heard > self.silence_hello_s and self._hello(env):
-                self._last_heard = now  # a restarted learner re-publishes its policy on hello
+            if (self._hello_owed or now - self._last_heard > self.silence_hello_s) \
+                    and self._hello(env):  # a restarted learner re-publishes its policy on hello
+                self._last_heard, self._hello_owed = now, False
             if self._stop:
                 reason = self._stop_reason
                 break
@@ -250,7 +254,7 @@ class ActorLoop:
         if self._run is not None:
             log.info("actor %d: a new learner process is broadcasting; saying hello",
                      self.actor_id)
-            self._last_heard = -math.inf  # the main loop sends hello at once
+            self._hello_owed = True  # the main loop says hello until one is sent
         self._run = run
 
     def _handle(self, msg: P.Message) -> None:
@@ -281,7 +285,7 @@ class ActorLoop:
                 except ValueError as e:  # another module (a learner restarted with a new config)
                     log.warning("actor %d: weights do not fit the held policy (%s); asking for "
                                 "the policy", self.actor_id, e)
-                    self._last_heard = -math.inf  # the main loop sends hello at once
+                    self._hello_owed = True  # the main loop says hello until one is sent
         elif msg.kind == P.STOP:
             log.info("actor %d: the learner ended the run", self.actor_id)
             self._stop = True

@@ -46,40 +46,48 @@ def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:
 
 def test_actor_says_hello_to_a_new_learner_and_is_refused_by_one_with_other_settings(tmp_path):
     port = free_port_pair()
-    first = LearnerService(config(str(tmp_path / "a"), port), tensorboard=False, console=False)
-    thread, code = start(first)
     env = resolve(config("x", port)).env
     loop = ActorLoop(3, env, f"127.0.0.1:{port}", seed=0, steps_per_message=4,
                      silence_hello_s=3600.0)  # only the run id can make it say hello again
     result: dict = {}
     actor = threading.Thread(target=lambda: result.update(reason=loop.run()), daemon=True)
-    actor.start()
-    wait_for(lambda: first.receiver.agent_steps > 40, "steps at the first learner")
-    first.request_stop()
-    thread.join(20)
+    learners: list[tuple[LearnerService, threading.Thread]] = []
 
-    # The same settings, a new learner process: the old actor's steps are refused until its
-    # hello (prompted by the new run id), then accepted.
-    second = LearnerService(config(str(tmp_path / "b"), port), tensorboard=False, console=False)
-    thread, code = start(second)
-    wait_for(lambda: second.receiver.agent_steps > 40, "steps at the second learner")
-    assert 3 in second.receiver._accepted and actor.is_alive()
-    second.request_stop()
-    thread.join(20)
+    def learner(name: str, episode: int = 50) -> LearnerService:
+        service = LearnerService(config(str(tmp_path / name), port, episode), tensorboard=False,
+                                 console=False)
+        thread, _ = start(service)
+        learners.append((service, thread))
+        return service
 
-    # Other settings (episodes of 100 control steps): the actor is refused and ends.
-    third = LearnerService(config(str(tmp_path / "c"), port, episode=100), tensorboard=False,
-                           console=False)
-    thread, code = start(third)
+    def stop(service: LearnerService) -> None:
+        service.request_stop()
+        for s, t in learners:
+            if s is service:
+                t.join(20)
+
     try:
-        actor.join(30)
+        first = learner("a")
+        actor.start()
+        wait_for(lambda: first.receiver.agent_steps > 40, "steps at the first learner")
+        stop(first)
+        # The same settings, a new learner process: the old actor's steps are refused until
+        # its hello (prompted by the new run id), then accepted.
+        second = learner("b")
+        wait_for(lambda: second.receiver.agent_steps > 40, "steps at the second learner", 40)
+        assert 3 in second.receiver._accepted and actor.is_alive()
+        stop(second)
+        # Other settings (episodes of 100 control steps): the actor is refused and ends.
+        third = learner("c", episode=100)
+        actor.join(40)
         assert result.get("reason") == "refused"
         assert third.receiver.agent_steps == 0  # not one of its records was taken
         assert third.receiver.rejects.counts.get("config", 0) >= 1
-    finally:
+    finally:  # never leave the actor thread running into other tests
         loop._stop = True
-        third.request_stop()
-        thread.join(20)
+        for service, thread in learners:
+            service.request_stop()
+            thread.join(20)
         actor.join(10)
 
 
