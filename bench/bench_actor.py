@@ -68,8 +68,9 @@ def _drain_learner(port: int, obs_shape: tuple, action_dim: int, ready: mp.Event
             send_message(pub, P.policy_message(0, 1, script, flat, layout, random=False))
 
 
-def bare_fps(env_cfg: EnvConfig, seconds: float, seed: int) -> float:
-    env = make_vec_env(env_cfg, seed, env_cfg.envs_per_actor)
+def bare_fps(env_cfg: EnvConfig, seconds: float, seed: int, render: bool = True) -> float:
+    """Agent steps/s (one render each, unless render=False) of the bare env loop."""
+    env = make_vec_env(env_cfg, seed, env_cfg.envs_per_actor, render=render)
     rng = np.random.default_rng(seed)
     env.reset()
     for _ in range(5):  # warm-up (first renders build GL state)

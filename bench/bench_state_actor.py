@@ -22,7 +22,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from actors.envs import make_vec_env  # noqa: E402
-from bench.bench_actor import _drain_learner, loop_rate  # noqa: E402
+from bench.bench_actor import _drain_learner, bare_fps, loop_rate  # noqa: E402
 from bench.provenance import provenance  # noqa: E402
 from fpac_async.config import EnvConfig, RunConfig, resolve  # noqa: E402
 
@@ -50,18 +49,7 @@ def _versions() -> dict[str, str]:
 
 def bare_sps(env_cfg: EnvConfig, seconds: float, seed: int, render: bool) -> float:
     """Env steps/s of the bare env loop."""
-    env = make_vec_env(env_cfg, seed, env_cfg.envs_per_actor, render=render)
-    rng = np.random.default_rng(seed)
-    env.reset()
-    for _ in range(5):  # warm-up (first renders build GL state)
-        env.step(rng.uniform(-1, 1, (env.num_envs, env.action_dim)).astype(np.float32))
-    agent_steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        env.step(rng.uniform(-1, 1, (env.num_envs, env.action_dim)).astype(np.float32))
-        agent_steps += env.num_envs
-    elapsed = time.perf_counter() - start
-    env.close()
-    return agent_steps * env_cfg.action_repeat / elapsed
+    return bare_fps(env_cfg, seconds, seed, render) * env_cfg.action_repeat
 
 
 def full_sps(env_cfg: EnvConfig, seconds: float, seed: int, port: int,

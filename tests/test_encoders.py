@@ -128,17 +128,20 @@ def test_map_geometry_hand_computed():
     assert units_per_pixel(40) == pytest.approx(1 / 12)  # 13 cells over pixels 7..31
 
 
-def probe_encoder(size: int):
-    """An fpac encoder (K = 1) whose map is the red channel, read at each cell's centre tap:
-    every 3x3 conv passes channel 0 through its centre weight only, so cell j reads exactly
-    pixel map_cell_centre(j), and a large 1x1 weight makes the softmax pick the brightest cell."""
-    enc = seeded(small_cfg(num_points=1, camera_offset=True, relative=False),
-                 (6, size, size))
+def probe_encoder(size: int, cfg: AgentConfig | None = None,
+                  colour: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> nn.Module:
+    """An fpac encoder (K = 1) whose map is colour . (r, g, b) (default: the red channel), read
+    at each cell's centre tap: every 3x3 conv passes channel 0 through its centre weight only,
+    so cell j reads exactly pixel map_cell_centre(j), and a large 1x1 weight makes the softmax
+    pick the cell of the largest value."""
+    cfg = cfg or small_cfg(num_points=1, camera_offset=True, relative=False)
+    enc = seeded(cfg, (6, size, size))
     with torch.no_grad():
         for conv in [m for m in enc.convs if isinstance(m, nn.Conv2d)]:
             conv.weight.zero_()
             conv.bias.zero_()
             conv.weight[0, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = 1.0
+        enc.convs[0].weight[0, :, 1, 1] = torch.tensor(colour)
         enc.convs[-1].weight[0, 0] = 1e4
     return enc
 

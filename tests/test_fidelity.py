@@ -20,6 +20,7 @@ from dm_control.suite import cheetah  # noqa: E402
 import actors.envs.dmc as dmc  # noqa: E402
 from fpac_async.config import TASKS, AgentConfig  # noqa: E402
 from fpac_async.encoders import make_encoder, units_per_pixel  # noqa: E402
+from test_encoders import probe_encoder  # noqa: E402
 
 
 def first_frames(size: int = 84) -> torch.Tensor:
@@ -65,19 +66,10 @@ def cheetah_with_marker(domain: str, task: str, task_kwargs: dict) -> control.En
 
 
 def red_probe(size: int) -> nn.Module:
-    """An fpac encoder (K = 1, camera offset on) whose map is 'red minus green minus blue' read
-    at each cell's centre tap (cell j sees exactly pixel encoders.map_cell_centre(j)); a large
-    1x1 weight makes the softmax pick the reddest cell: its point is the marker's position."""
-    enc = make_encoder(AgentConfig(num_points=1, conv_channels=4, camera_offset=True),
-                       (6, size, size))
-    with torch.no_grad():
-        for conv in [m for m in enc.convs if isinstance(m, nn.Conv2d)]:
-            conv.weight.zero_()
-            conv.bias.zero_()
-            conv.weight[0, 0, conv.kernel_size[0] // 2, conv.kernel_size[1] // 2] = 1.0
-        enc.convs[0].weight[0, :, 1, 1] = torch.tensor([1.0, -1.0, -1.0])
-        enc.convs[-1].weight[0, 0] = 1e4
-    return enc
+    """An fpac encoder (K = 1, camera offset on) whose map is 'red minus green minus blue' at
+    each cell's centre tap: its point is the reddest cell, the marker's position."""
+    return probe_encoder(size, AgentConfig(num_points=1, conv_channels=4, camera_offset=True),
+                         colour=(1.0, -1.0, -1.0))
 
 
 def test_compensated_velocity_of_a_static_object_is_zero(monkeypatch):
