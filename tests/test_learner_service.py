@@ -372,7 +372,10 @@ def test_cli_subprocess_checkpoints_on_sigterm(tmp_path, ctx: zmq.Context) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert not actor.stopped  # preemption is not the end of the run: actors keep waiting
+    # Preemption is not the end of the run: no `stop` broadcast, so actors keep waiting. Read
+    # everything the learner published before it exited (it stays queued on this SUB socket).
+    actor.drain(wait_ms=2000)
+    assert not actor.stopped
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "latest"))
     torch.jit.load(os.path.join(run_dir, "policy.pt"))
     with open(os.path.join(run_dir, "learner.log")) as f:
