@@ -349,3 +349,21 @@ def test_a_policy_that_cannot_be_loaded_is_rejected_and_the_held_one_kept():
         loop._stop = True
         learner.close()
         thread.join(10)
+
+
+def test_the_actors_data_socket_keeps_the_services_short_queue():
+    """README "The service": 2 messages queued in ZeroMQ, a 64 KiB kernel send buffer (records
+    in flight are policy lag). The socket a running ActorLoop really sends on is checked."""
+    import zmq  # noqa: PLC0415
+
+    learner = FakeLearner(random=True)
+    try:
+        thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: len(f.messages[P.STEPS]) >= 1)
+        push = result["loop"].push
+        assert push.getsockopt(zmq.SNDHWM) == 2
+        assert push.getsockopt(zmq.SNDBUF) == 64 * 2**10
+    finally:
+        result["loop"]._stop = True
+        learner.close()
+        thread.join(10)

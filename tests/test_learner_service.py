@@ -352,6 +352,21 @@ def test_refuses_to_start_without_harm(tmp_path, caplog: pytest.LogCaptureFixtur
     assert not os.path.exists(os.path.join(run_dir, "config.json"))
 
 
+def test_the_learners_data_socket_keeps_the_services_short_queue(tmp_path) -> None:
+    """README "The service": 2 messages per actor queued in the learner's PULL and a 64 KiB
+    kernel receive buffer (frames); the control socket is not throttled that way."""
+    service = LearnerService(tiny_config(str(tmp_path / "q"), free_port_pair(), env_steps=100),
+                             tensorboard=False, console=False)
+    try:
+        service._setup()  # what run() does first: bind the sockets the service receives on
+        pull, _, control = service._sockets
+        assert pull.getsockopt(zmq.RCVHWM) == 2
+        assert pull.getsockopt(zmq.RCVBUF) == 64 * 2**10
+        assert control.getsockopt(zmq.RCVHWM) > 2
+    finally:
+        service._close()
+
+
 def test_cli_subprocess_checkpoints_on_sigterm(tmp_path, ctx: zmq.Context) -> None:
     run_dir, port = str(tmp_path / "sub"), free_port_pair()
     argv = [sys.executable, "-m", "learner.cli", "--task", "point_reach", "--gpus", "0",
