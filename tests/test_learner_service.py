@@ -242,10 +242,17 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     assert saved(torch.zeros(2, 6, 32, 32, dtype=torch.uint8), True).shape == (2, 2)
 
     # Resume with a larger budget: counters, version and the replay carry on.
+    saved_replay = load_checkpoint(run_dir)["replay"]  # save_replay=True
+    assert len(saved_replay["frames"]) == last["replay_size"] >= 200
     port = free_port_pair()
     resumed = LearnerService(tiny_config(run_dir, port, env_steps=300), resume=True,
                              tensorboard=False, console=False, final_eval_timeout_s=10)
     thread, code = start(resumed)
+    # Before any actor sends: the replay came back whole (frames, actions, flags, stream index).
+    back = resumed.replay.state_dict()
+    assert len(resumed.replay) == last["replay_size"] and not resumed.trainer.refilling
+    for key in ("frames", "action", "reward", "flags", "version"):
+        np.testing.assert_array_equal(back[key], saved_replay[key])
     actor2 = FakeActor(ctx, port, actor=8, evaluator_id=1)
     policy = actor2.hello_until_policy()
     assert policy.version == last["policy_version"] and policy.meta["random"] is False
