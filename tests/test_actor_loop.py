@@ -151,7 +151,8 @@ def test_actor_loop_streams_complete_episodes_picks_up_weights_and_ignores_eval(
     # Stats: finished training episodes of 50 steps with per-env ids, and perf figures.
     episodes = [e for m in learner.messages[P.STATS] for e in m.meta.get("episodes", [])]
     assert len(episodes) == 4 and {e["length"] for e in episodes} == {50}
-    assert all(m.meta["perf"]["env_sps"] >= 0 for m in learner.messages[P.STATS])
+    sps = [m.meta["perf"]["env_sps"] for m in learner.messages[P.STATS]]
+    assert min(sps) >= 0 and max(sps) > 0  # a rate, and it stepped
     replay = make_vec_env(ENV, seed=11, num_envs=2)  # the actor's env, replayed from records
     streams = learner.records(5)
     records = {}
