@@ -208,9 +208,10 @@ def fig_actor(results: str) -> list[tuple[str, str, str]]:
 
 
 def fig_transport(results: str) -> list[tuple[str, str, str]]:
-    group = newest(load("transport.jsonl", results))
-    what = ("transport, the service's sockets: our sender + decoder / raw ZeroMQ, transitions/s "
-            "(`bench_transport.py`)")
+    group = newest([r for r in load("transport.jsonl", results)
+                    if (r.get("image_size"), r.get("steps_per_message")) == (84, 16)])
+    what = ("transport, the service's sockets, 84x84, 16 records per message: our sender + "
+            "decoder / raw ZeroMQ, transitions/s (`bench_transport.py`)")
     if not group:
         return [(what, MISSING, "-")]
     tps = {m: [x["transitions_per_s"] for r in group for x in r["results"] if x["mode"] == m]
@@ -221,15 +222,23 @@ def fig_transport(results: str) -> list[tuple[str, str, str]]:
 
 
 def fig_feature_points(results: str) -> list[tuple[str, str, str]]:
-    group = newest(load("feature_points.jsonl", results))
-    what = "feature points 128x32x35x35, CPU forward, median ms (`bench_feature_points.py`)"
+    group = newest([r for r in load("feature_points.jsonl", results)
+                    if r.get("shape") == [128, 32, 35, 35] and r.get("device") == "cpu"
+                    and r.get("layout", "contiguous") == "contiguous" and r.get("mode") == "forward"])
+    what = ("feature points 128x32x35x35, CPU forward, median ms per torch thread count "
+            "(`bench_feature_points.py`)")
     if not group:
         return [(what, MISSING, "-")]
-    cpu = [r for r in group if r.get("device") == "cpu" and r.get("mode") == "forward"]
-    variants = sorted({r["variant"] for r in cpu})
-    text = "; ".join(f"{v} {spread([r['median_ms'] for r in cpu if r['variant'] == v], '{:.2f}')}"
-                     for v in variants)
-    return [(what, speed(group, text), source(group, "feature_points.jsonl"))]
+    out = []
+    threads = lambda r: (r.get("device_info") or {}).get("torch_threads")  # noqa: E731
+    for n in sorted({threads(r) for r in group}, key=str):
+        rows = [r for r in group if threads(r) == n]
+        ms = {v: [r["median_ms"] for r in rows if r["variant"] == v]
+              for v in sorted({r["variant"] for r in rows})}
+        text = "; ".join(f"{v} {spread(xs, '{:.2f}')}" for v, xs in ms.items())
+        out.append((f"{what}, {n} threads", speed(group, text),
+                    source(group, "feature_points.jsonl")))
+    return out
 
 
 FIGURES: list[Callable[[str], list[tuple[str, str, str]]]] = [

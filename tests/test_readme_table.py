@@ -88,3 +88,19 @@ def test_write_replaces_only_the_block(tmp_path):
     assert "old figure" not in new
     with pytest.raises(ValueError, match="markers"):
         T.replace_block("no markers", "x")
+
+
+def test_feature_points_per_thread_count_only_the_benchmark_shape_and_layout(tmp_path):
+    def fp(variant: str, ms: float, threads: int, **kw) -> dict:
+        return {"bench": "feature_points", "commit": "aaaaaaa", "date": "2026-12-01T00:00",
+                "machine": MACHINE, "versions": VERSIONS, "variant": variant, "mode": "forward",
+                "layout": "contiguous", "device": "cpu", "shape": [128, 32, 35, 35],
+                "median_ms": ms, "device_info": {"torch_threads": threads}, **kw}
+    write(tmp_path, "feature_points.jsonl", [
+        fp("separable", 2.0, 2), fp("separable", 3.0, 2), fp("spatial", 12.0, 2),
+        fp("separable", 2.5, 1), fp("spatial", 20.0, 1),
+        fp("separable", 99.0, 2, layout="channels_last"), fp("spatial", 99.0, 2, shape=[4, 8, 9, 9]),
+        fp("spatial", 99.0, 2, mode="forward_backward")])
+    one, two = T.fig_feature_points(str(tmp_path))
+    assert one[0].endswith("1 threads") and one[1] == "separable 2.50; spatial 20.00"
+    assert two[0].endswith("2 threads") and two[1] == "separable 2.50 (2.00-3.00, 2 runs); spatial 12.00"
