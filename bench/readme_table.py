@@ -184,7 +184,7 @@ def fig_learner(results: str) -> list[tuple[str, str, str]]:
 
 
 def fig_envs(results: str) -> list[tuple[str, str, str]]:
-    group = newest(load("envs.jsonl", results))
+    group = newest([r for r in load("envs.jsonl", results) if r.get("steps", 0) >= 100])
     what = "frames/s of one process, one env, random actions (`bench_envs.py`)"
     if not group:
         return [(what, MISSING, "-")]
@@ -196,7 +196,7 @@ def fig_envs(results: str) -> list[tuple[str, str, str]]:
 
 
 def fig_actor(results: str) -> list[tuple[str, str, str]]:
-    group = newest(load("actor.jsonl", results))
+    group = newest([r for r in load("actor.jsonl", results) if r.get("seconds", 0) >= 4])
     what = "actor overhead: full actor loop / bare env loop frames/s (`bench_actor.py`)"
     if not group:
         return [(what, MISSING, "-")]

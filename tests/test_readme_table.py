@@ -30,7 +30,7 @@ VERSIONS = {"torch": "2", "mujoco": "3", "dm_control": "1", "envpool": "1", "lib
 def envs_row(commit: str, date: str, fps: float, **extra) -> dict:
     return {"bench": "envs", "commit": commit, "date": date, "machine": MACHINE,
             "versions": VERSIONS, "load_avg_1m": 0.1, "backend": "dmc", "setting": "benchmark",
-            "task": "cartpole_swingup 84px", "frames_per_s": fps, **extra}
+            "task": "cartpole_swingup 84px", "frames_per_s": fps, "steps": 200, **extra}
 
 
 def write(results, name: str, rows: list[dict]) -> None:
