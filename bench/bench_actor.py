@@ -31,6 +31,7 @@ import zmq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench.provenance import provenance  # noqa: E402
 
 from actors.actor_loop import ActorLoop  # noqa: E402
 from actors.envs import make_vec_env  # noqa: E402
@@ -196,7 +197,7 @@ def main() -> None:
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "a") as fh:
         for r in rows:
-            fh.write(json.dumps({**_machine(), "bench": "actor", "seconds": args.seconds,
+            fh.write(json.dumps({**_machine(), **provenance(), "bench": "actor", "seconds": args.seconds,
                                  "note": args.note, **r}) + "\n")
 
 

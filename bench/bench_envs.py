@@ -19,6 +19,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench.provenance import provenance  # noqa: E402
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from fpac_async.config import EnvConfig, RunConfig, resolve  # noqa: E402
@@ -83,6 +84,7 @@ def main() -> None:
             continue
         rows.append({"bench": "envs", "machine": machine(), "renderer": renderer,
                      "commit": commit(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                     **provenance(),  # commit, machine, versions (override the short forms above)
                      "backend": backend, "setting": quality,
                      "task": "point_reach 32px" if backend == "numpy" else "cartpole_swingup 84px",
                      "steps": args.steps, "load_avg_1min": round(os.getloadavg()[0], 2),

@@ -22,6 +22,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench.provenance import provenance  # noqa: E402
 
 from fpac_async.feature_points import (listing1_feature_points,  # noqa: E402
                                        separable_feature_points, spatial_softmax_feature_points)
@@ -149,7 +150,8 @@ def main() -> None:
                 f.write(json.dumps({"bench": "feature_points", **r, "device": device.type,
                                     "shape": args.shape, "dtype": "float32",
                                     "temperature": args.temperature, "rounds": args.rounds,
-                                    "machine": info, "git_commit": commit, "date_utc": date,
+                                    "device_info": info, "git_commit": commit, "date_utc": date,
+                                    **provenance(),
                                     "note": args.note}) + "\n")
                 written += 1
             med = {(r["variant"], r["mode"], r["layout"]): r["median_ms"] for r in rows}

@@ -27,6 +27,7 @@ import zmq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench.provenance import provenance  # noqa: E402
 
 from fpac_async import protocol as P  # noqa: E402
 from fpac_async.transport import pull_socket, push_socket, send_message  # noqa: E402
@@ -142,7 +143,7 @@ def main() -> None:
               f"{r['msg_bytes']:>10} {r['sender_cpu_us_per_msg']:>19.0f} "
               f"{r['receiver_cpu_us_per_msg']:>9.0f}")
     print(f"protocol / raw = {ratio:.2f} (medians of {args.repeats}; target >= 0.8)")
-    entry = {**_machine(), "bench": "transport", "image_size": args.image_size,
+    entry = {**_machine(), **provenance(), "bench": "transport", "image_size": args.image_size,
              "steps_per_message": args.steps_per_message, "results": rows, "all_runs": runs, "ratio": ratio,
              "note": args.note}
     if args.no_record:

@@ -73,4 +73,12 @@ def provenance() -> dict[str, Any]:
             "load_avg_1m": os.getloadavg()[0], "python": platform.python_version(),
             "versions": {"torch": _version("torch"), "mujoco": _version("mujoco"),
                          "dm_control": _version("dm_control"), "envpool": _version("envpool"),
-                         "libzmq": libzmq, "pyzmq": _version("pyzmq")}}
+                         "libzmq": libzmq, "pyzmq": _version("pyzmq")},
+            **_shared()}
+
+
+def _shared() -> dict[str, bool]:
+    """FPAC_MACHINE_SHARED=1 (other jobs running) or 0 (quiet) marks the row; unset: no claim.
+    bench/readme_table.py never shows a shared row's speed as a clean figure."""
+    flag = os.environ.get("FPAC_MACHINE_SHARED")
+    return {} if flag is None else {"machine_shared": flag == "1"}

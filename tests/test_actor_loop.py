@@ -151,7 +151,8 @@ def test_actor_loop_streams_complete_episodes_picks_up_weights_and_ignores_eval(
     # Stats: finished training episodes of 50 steps with per-env ids, and perf figures.
     episodes = [e for m in learner.messages[P.STATS] for e in m.meta.get("episodes", [])]
     assert len(episodes) == 4 and {e["length"] for e in episodes} == {50}
-    assert all(m.meta["perf"]["env_sps"] >= 0 for m in learner.messages[P.STATS])
+    sps = [m.meta["perf"]["env_sps"] for m in learner.messages[P.STATS]]
+    assert min(sps) >= 0 and max(sps) > 0  # a rate, and it stepped
     replay = make_vec_env(ENV, seed=11, num_envs=2)  # the actor's env, replayed from records
     streams = learner.records(5)
     records = {}
@@ -179,10 +180,6 @@ def test_actor_loop_streams_complete_episodes_picks_up_weights_and_ignores_eval(
             np.testing.assert_array_equal(batch.frames[e], records[e]["obs"][j])
             assert batch.flags[e] == records[e]["flags"][j]
             assert batch.reward[e] == records[e]["reward"][j]
-    # Stacks for the replay: s_i = (o_{i-1}, o_i), o_{i-1} := o_i at FIRST; both come from records.
-    i = 52
-    stack = np.concatenate([records[0]["obs"][i - 1], records[0]["obs"][i]])
-    assert stack.shape == (6, 32, 32)
 
 
 def test_refuse_for_this_actor_ends_it_as_refused():
@@ -204,11 +201,24 @@ def test_refuse_for_this_actor_ends_it_as_refused():
 
 
 def test_stop_from_the_learner_ends_the_loop():
+    """A `stop` broadcast ends a running loop with reason 'stop' (the supervisor's "done, do not
+    restart"); its last records are flushed before it returns."""
     learner = FakeLearner(random=True)
-    loop = ActorLoop(0, ENV, learner.endpoint, seed=0)
-    loop._handle(P.Message(kind="stop"))
-    learner.close()
-    assert loop._stop
+    try:
+        thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: len(f.messages[P.STEPS]) >= 2)
+        for _ in range(10):  # PUB may drop one: publish again until the loop ends
+            if not thread.is_alive():
+                break
+            learner.publish(P.stop_message(learner.seq, 0))
+            n = len(learner.messages[P.STEPS])
+            learner.pump(lambda f: not thread.is_alive() or len(f.messages[P.STEPS]) > n + 4)
+        thread.join(10)
+    finally:
+        result["loop"]._stop = True
+        learner.close()
+        thread.join(10)
+    assert result["reason"] == "stop"
 
 
 # ---------------------------------------------------------------- overlapped lanes (ActorLoop)
@@ -338,5 +348,23 @@ def test_a_policy_that_cannot_be_loaded_is_rejected_and_the_held_one_kept():
         assert loop.rejects.counts.get("garbage", 0) >= 2  # both kinds (re-publishes count too)
     finally:
         loop._stop = True
+        learner.close()
+        thread.join(10)
+
+
+def test_the_actors_data_socket_keeps_the_services_short_queue():
+    """README "The service": 2 messages queued in ZeroMQ, a 64 KiB kernel send buffer (records
+    in flight are policy lag). The socket a running ActorLoop really sends on is checked."""
+    import zmq  # noqa: PLC0415
+
+    learner = FakeLearner(random=True)
+    try:
+        thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: len(f.messages[P.STEPS]) >= 1)
+        push = result["loop"].push
+        assert push.getsockopt(zmq.SNDHWM) == 2
+        assert push.getsockopt(zmq.SNDBUF) == 64 * 2**10
+    finally:
+        result["loop"]._stop = True
         learner.close()
         thread.join(10)

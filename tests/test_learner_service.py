@@ -194,8 +194,10 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     assert policy.version == 0 and policy.meta["random"] is True
     script = torch.jit.load(io.BytesIO(policy.arrays["script"].tobytes()))
     load_flat_weights(script, policy.arrays["weights"].copy(), policy.meta["layout"])
-    action = script(torch.zeros(1, 6, 32, 32, dtype=torch.uint8), True)
-    assert action.shape == (1, 2) and bool(torch.all(action.abs() < 1))
+    obs = torch.zeros(1, 6, 32, 32, dtype=torch.uint8)
+    action = script(obs, True)
+    assert action.shape == (1, 2) and torch.equal(action, script(obs, True))  # the mean
+    assert not torch.equal(action, script(obs, False))  # the actors' path samples
 
     actor.run_until_stop()
     thread.join(20)
@@ -242,10 +244,17 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     assert saved(torch.zeros(2, 6, 32, 32, dtype=torch.uint8), True).shape == (2, 2)
 
     # Resume with a larger budget: counters, version and the replay carry on.
+    saved_replay = load_checkpoint(run_dir)["replay"]  # save_replay=True
+    assert len(saved_replay["frames"]) == last["replay_size"] >= 200
     port = free_port_pair()
     resumed = LearnerService(tiny_config(run_dir, port, env_steps=300), resume=True,
                              tensorboard=False, console=False, final_eval_timeout_s=10)
     thread, code = start(resumed)
+    # Before any actor sends: the replay came back whole (frames, actions, flags, stream index).
+    back = resumed.replay.state_dict()
+    assert len(resumed.replay) == last["replay_size"] and not resumed.trainer.refilling
+    for key in ("frames", "action", "reward", "flags", "version"):
+        np.testing.assert_array_equal(back[key], saved_replay[key])
     actor2 = FakeActor(ctx, port, actor=8, evaluator_id=1)
     policy = actor2.hello_until_policy()
     assert policy.version == last["policy_version"] and policy.meta["random"] is False
@@ -352,6 +361,21 @@ def test_refuses_to_start_without_harm(tmp_path, caplog: pytest.LogCaptureFixtur
     assert not os.path.exists(os.path.join(run_dir, "config.json"))
 
 
+def test_the_learners_data_socket_keeps_the_services_short_queue(tmp_path) -> None:
+    """README "The service": 2 messages per actor queued in the learner's PULL and a 64 KiB
+    kernel receive buffer (frames); the control socket is not throttled that way."""
+    service = LearnerService(tiny_config(str(tmp_path / "q"), free_port_pair(), env_steps=100),
+                             tensorboard=False, console=False)
+    try:
+        service._setup()  # what run() does first: bind the sockets the service receives on
+        pull, _, control = service._sockets
+        assert pull.getsockopt(zmq.RCVHWM) == 2
+        assert pull.getsockopt(zmq.RCVBUF) == 64 * 2**10
+        assert control.getsockopt(zmq.RCVHWM) > 2
+    finally:
+        service._close()
+
+
 def test_cli_subprocess_checkpoints_on_sigterm(tmp_path, ctx: zmq.Context) -> None:
     run_dir, port = str(tmp_path / "sub"), free_port_pair()
     argv = [sys.executable, "-m", "learner.cli", "--task", "point_reach", "--gpus", "0",
@@ -372,7 +396,10 @@ def test_cli_subprocess_checkpoints_on_sigterm(tmp_path, ctx: zmq.Context) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert not actor.stopped  # preemption is not the end of the run: actors keep waiting
+    # Preemption is not the end of the run: no `stop` broadcast, so actors keep waiting. Read
+    # everything the learner published before it exited (it stays queued on this SUB socket).
+    actor.drain(wait_ms=2000)
+    assert not actor.stopped
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "latest"))
     torch.jit.load(os.path.join(run_dir, "policy.pt"))
     with open(os.path.join(run_dir, "learner.log")) as f:

@@ -37,6 +37,33 @@ def test_learning_curve_png_from_synthetic_metrics(tmp_path):
     assert os.path.getsize(out) > 5000  # two panels with lines, not an empty canvas
 
 
+def test_evaluations_are_plotted_at_the_env_steps_of_the_evaluated_policy(tmp_path, monkeypatch):
+    """An evaluation finishes later than the policy it evaluated was broadcast: its point sits at
+    eval_env_steps, once (rows carry eval_return forward without eval_env_steps)."""
+    import matplotlib.figure  # noqa: PLC0415
+
+    rows = [{"time": 1000.0 + 60 * i, "env_steps": 1000 * i, "train_return": -50.0 + i}
+            for i in range(7)]
+    for i in range(3, 7):  # the first evaluation lands at row 3, the second at row 5
+        rows[i]["eval_return"] = -30.0 if i < 5 else -20.0
+    rows[3]["eval_env_steps"], rows[5]["eval_env_steps"] = 2000, 4000
+    write_rows(str(tmp_path / "metrics.jsonl"), rows)
+    figures = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (figures.append(fig), real_savefig(fig, *a, **k)))
+    plot_learning_curve(str(tmp_path))
+    steps_ax, minutes_ax = figures[0].axes
+    evals = [line for line in steps_ax.lines if "eval" in line.get_label()]
+    assert len(evals) == 1
+    assert list(evals[0].get_xdata()) == [2000, 4000]
+    assert list(evals[0].get_ydata()) == [-30.0, -20.0]
+    train = [line for line in steps_ax.lines if "train" in line.get_label()][0]
+    assert list(train.get_xdata()) == [1000 * i for i in range(7)]
+    minutes = [line for line in minutes_ax.lines if "eval" in line.get_label()][0]
+    assert list(minutes.get_xdata()) == [3.0, 5.0]  # when the result came in
+
+
 def test_learning_curve_nothing_to_plot(tmp_path):
     assert plot_learning_curve(str(tmp_path)) is None  # no metrics.jsonl yet
     write_rows(str(tmp_path / "metrics.jsonl"), [])

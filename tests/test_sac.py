@@ -316,8 +316,10 @@ def test_every_encoder_runs_updates(encoder):
     assert {"critic_loss", "actor_loss", "alpha_loss", "q", "target_q", "alpha", "log_prob",
             "entropy"} <= set(metrics)
     assert all(torch.isfinite(v) for v in metrics.values())
-    action = sac.act(batch.obs, False, batch.cam, batch.state)
-    assert action.shape == (B, A) and action.abs().max() < 1
+    mean = sac.act(batch.obs, True, batch.cam, batch.state)
+    assert mean.shape == (B, A) and torch.equal(mean, sac.act(batch.obs, True, batch.cam, batch.state))
+    torch.manual_seed(0)
+    assert not torch.equal(mean, sac.act(batch.obs, False, batch.cam, batch.state))  # sampled
 
 
 def test_set_lr_and_initial_temperature():
