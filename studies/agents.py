@@ -103,18 +103,19 @@ def print_config(task: str, flags: Sequence[str], python: str = sys.executable) 
     return json.loads(proc.stdout)
 
 
-def check_agents(cat: Catalogue, agents: Sequence[str], tasks: Sequence[str],
+def check_agents(cat: Catalogue, pairs: Sequence[tuple[str, str]],
                  extra_flags: Sequence[str]) -> dict[tuple[str, str], dict]:
-    """Every (task, agent) as fpac-train would resolve it; all refusals in one AgentError."""
+    """Every (task, agent) of `pairs` as fpac-train would resolve it; all refusals in one
+    AgentError."""
     problems, configs = [], {}
-    for name in agents:
+    for name in dict.fromkeys(a for _, a in pairs):
         agent = cat.agents[name]
         missing = missing_needs(agent, extra_flags)
         if missing:
             problems.append(f"agent {name!r} needs {' '.join(missing)} (add it with --train-flags "
                             f"or define the agent in your own --agents-file)")
             continue
-        for task in tasks:
+        for task in (t for t, a in pairs if a == name):
             try:
                 configs[(task, name)] = print_config(task, [*agent.flags, *extra_flags])
             except AgentError as e:

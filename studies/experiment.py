@@ -99,14 +99,16 @@ def grid_spec(args: argparse.Namespace) -> GridSpec:
         if given.actors_per_run < 1:
             raise GridError("--actors-per-run must be >= 1")
     spec = merge_spec(stored, given, args.grid)
-    # Stored agents are checked again too: the installed fpac-train may have changed since.
+    # Stored agents are checked again (the installed fpac-train may have changed since), but
+    # only those with runs to start afresh: a resumed run takes its config from its config.json.
     cat = agents_mod.load_catalogue(getattr(args, "agents_file", None))
     known = agents_mod.Catalogue()
     for name, flags in spec.agents.items():
         agent = cat.agents.get(name)  # keeps its 'needs' and 'requires' for the messages
         known.agents[name] = agent if agent and list(agent.flags) == flags else \
             agents_mod.Agent(name, tuple(flags))
-    agents_mod.check_agents(known, list(spec.agents), spec.tasks, spec.train_flags)
+    fresh = [(r.task, r.agent) for r in spec.runs(args.grid) if r.state() == "new"]
+    agents_mod.check_agents(known, list(dict.fromkeys(fresh)), spec.train_flags)
     if stored is None:
         save_spec(args.grid, spec)
     return spec

@@ -114,10 +114,10 @@ def test_flags_fpac_train_lacks_are_refused_before_anything_runs() -> None:
         "ok": agents_mod.Agent("ok", ("--num-points", "8")),
         "new": agents_mod.Agent("new", ("--encoder", "nonesuch"), requires="a newer fpac-train"),
         "typo": agents_mod.Agent("typo", ("--num-pionts", "8"))})
-    configs = agents_mod.check_agents(cat, ["ok"], ["point_reach"], [])
+    configs = agents_mod.check_agents(cat, [("point_reach", "ok")], [])
     assert configs[("point_reach", "ok")]["agent"]["num_points"] == 8
     with pytest.raises(agents_mod.AgentError) as e:
-        agents_mod.check_agents(cat, ["ok", "new", "typo"], ["point_reach"], [])
+        agents_mod.check_agents(cat, [("point_reach", a) for a in ("ok", "new", "typo")], [])
     msg = str(e.value)
     assert "'new' on point_reach" in msg and "a newer fpac-train" in msg and "nonesuch" in msg
     assert "'typo' on point_reach" in msg and "--num-pionts" in msg and "'ok'" not in msg
