@@ -144,6 +144,9 @@ def test_an_unknown_agent_or_a_changed_grid_is_refused(grid) -> None:
     proc = experiment("run", "--grid", grid + "-other", "--tasks", "point_reach",
                       "--agents", "fpac,nope", "--seeds", "0")
     assert proc.returncode == 2 and "unknown agent 'nope'" in proc.stderr
+    proc = experiment("run", "--grid", grid + "-other", "--tasks", "point_reach",
+                      "--agents", "fpac", "--seeds", "0", "--train-flags", "--no-such-flag 1")
+    assert proc.returncode == 2 and "fpac-train refuses --no-such-flag 1" in proc.stderr
     assert not os.path.exists(grid + "-other")  # nothing written for a grid that cannot run
     proc = experiment("run", "--grid", grid, "--tasks", "point_reach", "--agents", "fpac",
                       "--seeds", "0,1")
