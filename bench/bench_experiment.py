@@ -54,12 +54,22 @@ def main() -> int:
         shutil.copyfile(os.path.join(figures, src), f"{base}.{ext}")
     with open(f"{base}.json", encoding="utf-8") as f:
         scores = json.load(f)
+    # Each run's own wall-clock and state from the grid's log (the latest end of each run): a
+    # second call on a finished grid only re-plots, and says so here.
+    runs: dict[str, dict] = {}
+    with open(os.path.join(args.grid, "experiment.log"), encoding="utf-8") as f:
+        for line in f:
+            e = json.loads(line)
+            if e["event"] == "end":
+                runs.setdefault(e["run"], {}).update(seconds=e["seconds"], done=e["done"])
+            elif e["event"] == "start":
+                runs.setdefault(e["run"], {})["started_in_this_call"] = e["time"] >= start
     row = {"bench": "experiment", **provenance(), "name": args.name, "command": cmd[1:],
            "settings": {"task": "point_reach", "agents": args.agents, "seeds": args.seeds,
                         "env_steps": args.env_steps, "eval_every_env_steps": args.eval_every,
                         "parallel": args.parallel, "actors_per_run": 1,
                         "machine_shared": args.machine_shared},
-           "wall_s": round(wall, 1), "scores": scores,
+           "wall_s": round(wall, 1), "runs": runs, "scores": scores,
            "files": [os.path.relpath(f"{base}.{e}", ROOT) for e in ("png", "md", "json")]}
     with open(os.path.join(RESULTS, "experiment.jsonl"), "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")

@@ -4,6 +4,7 @@ published scores at 100k and 500k env steps as markers with error bars."""
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Sequence
 
 from studies.curves import Curve, mean_curve
@@ -61,7 +62,7 @@ def plot_grid(path: str, curves: dict[tuple[str, str], list[Curve]], tasks: Sequ
     fig.legend([handles[lab] for lab in labels], labels, loc="lower center",
                ncol=min(4, max(1, len(labels))), frameon=False)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(textwrap.fill(title, width=50 * cols), fontsize=10)
     legend_rows = math.ceil(len(labels) / min(4, max(1, len(labels))))
     fig.tight_layout(rect=(0, 0.06 * legend_rows / rows, 1, 1))
     fig.savefig(path, dpi=110)
