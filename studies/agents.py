@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -105,24 +106,34 @@ def print_config(task: str, flags: Sequence[str], python: str = sys.executable) 
 
 def check_agents(cat: Catalogue, pairs: Sequence[tuple[str, str]],
                  extra_flags: Sequence[str]) -> dict[tuple[str, str], dict]:
-    """Every (task, agent) of `pairs` as fpac-train would resolve it; all refusals in one
-    AgentError."""
-    problems, configs = [], {}
+    """Every (task, agent) of `pairs` as fpac-train would resolve it (a few fpac-train processes
+    at a time); all refusals in one AgentError."""
+    problems, todo = [], []
     for name in dict.fromkeys(a for _, a in pairs):
-        agent = cat.agents[name]
-        missing = missing_needs(agent, extra_flags)
+        missing = missing_needs(cat.agents[name], extra_flags)
         if missing:
             problems.append(f"agent {name!r} needs {' '.join(missing)} (add it with --train-flags "
                             f"or define the agent in your own --agents-file)")
-            continue
-        for task in (t for t, a in pairs if a == name):
-            try:
-                configs[(task, name)] = print_config(task, [*agent.flags, *extra_flags])
-            except AgentError as e:
-                hint = f" (needs {agent.requires})" if agent.requires else ""
-                problems.append(f"agent {name!r} on {task}: fpac-train refuses "
-                                f"{' '.join(agent.flags + tuple(extra_flags)) or 'its flags'}"
-                                f"{hint}: {e}")
+        else:
+            todo += [(t, a) for t, a in pairs if a == name]
+
+    def check(pair: tuple[str, str]) -> dict | str:
+        task, name = pair
+        agent = cat.agents[name]
+        try:
+            return print_config(task, [*agent.flags, *extra_flags])
+        except AgentError as e:
+            hint = f" (needs {agent.requires})" if agent.requires else ""
+            return (f"agent {name!r} on {task}: fpac-train refuses "
+                    f"{' '.join(agent.flags + tuple(extra_flags)) or 'its flags'}{hint}: {e}")
+
+    configs = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for pair, result in zip(todo, pool.map(check, todo)):
+            if isinstance(result, str):
+                problems.append(result)
+            else:
+                configs[pair] = result
     if problems:
         raise AgentError("cannot run this grid:\n  " + "\n  ".join(problems))
     return configs

@@ -13,6 +13,7 @@ Figures: GRID/figures/curves.png, table.md, scores.json (studies/figures.py, stu
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -127,8 +128,6 @@ def collect(root: str, spec: GridSpec) -> dict[tuple[str, str], list]:
 
 def eval_step(root: str, spec: GridSpec) -> float | None:
     """The evaluation interval of the grid's first run with a config (the mean curves' x grid)."""
-    import json  # noqa: PLC0415
-
     for run in spec.runs(root):
         path = os.path.join(run.dir, "config.json")
         if os.path.exists(path):
