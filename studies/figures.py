@@ -17,6 +17,18 @@ def plot_grid(path: str, curves: dict[tuple[str, str], list[Curve]], tasks: Sequ
               agents: Sequence[str], refs: Sequence[Reference], ref_steps: Sequence[int],
               step: float | None = None, title: str = "") -> str:
     """Write the figure to `path` (PNG); `step` is the grid of env steps of the mean curves."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig = draw_grid(curves, tasks, agents, refs, ref_steps, step, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def draw_grid(curves: dict[tuple[str, str], list[Curve]], tasks: Sequence[str],
+              agents: Sequence[str], refs: Sequence[Reference], ref_steps: Sequence[int],
+              step: float | None = None, title: str = ""):
+    """The figure of plot_grid (a matplotlib Figure; the caller closes it)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -65,6 +77,4 @@ def plot_grid(path: str, curves: dict[tuple[str, str], list[Curve]], tasks: Sequ
         fig.suptitle(textwrap.fill(title, width=50 * cols), fontsize=10)
     legend_rows = math.ceil(len(labels) / min(4, max(1, len(labels))))
     fig.tight_layout(rect=(0, 0.06 * legend_rows / rows, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

@@ -9,6 +9,7 @@ import pytest
 
 from studies import agents as agents_mod
 from studies.curves import across_seeds, common_grid, curve_from_records, mean_curve, value_at
+from studies.figures import draw_grid
 from studies.grid import GridError, GridSpec, expand_tasks, merge_spec, parse_seeds
 from studies.references import load_references
 from studies.slurm import SlurmOptions, sbatch_script
@@ -164,3 +165,25 @@ def test_slurm_script_has_one_array_task_per_run(tmp_path) -> None:
     assert lines[-1].endswith('run-one --grid ' + root + ' --run "${RUNS[$SLURM_ARRAY_TASK_ID]}"')
     with pytest.raises(ValueError, match="every run of the grid is DONE"):
         sbatch_script(root, spec, [], SlurmOptions())
+
+
+def test_figure_draws_mean_curves_and_the_published_markers() -> None:
+    import matplotlib.pyplot as plt
+
+    a = curve_from_records(recs((0, 0.0), (50000, 300.0), (100000, 700.0)))
+    b = curve_from_records(recs((0, 100.0), (50000, 500.0), (100000, 900.0)))
+    curves = {("cartpole_swingup", "fpac"): [a, b], ("point_reach", "fpac"): [a]}
+    fig = draw_grid(curves, ["cartpole_swingup", "point_reach"], ["fpac"], load_references(),
+                    [100000, 500000], step=50000)
+    try:
+        cart, point = fig.axes[:2]
+        assert cart.get_title() == "cartpole_swingup" and point.get_title() == "point_reach"
+        mean = [ln for ln in cart.lines if ln.get_label().startswith("fpac")][0]
+        assert list(mean.get_xdata()) == [0, 50000, 100000]
+        assert list(mean.get_ydata()) == [50.0, 400.0, 800.0]  # the seeds' means
+        drq = [c for c in cart.containers if c.get_label() == "DrQ"][0]
+        assert list(drq.lines[0].get_xdata()) == [100000, 500000]
+        assert list(drq.lines[0].get_ydata()) == [759.0, 868.0]  # DrQ Table 1
+        assert point.containers == []  # no published scores for the tiny task
+    finally:
+        plt.close(fig)
