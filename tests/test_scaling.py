@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from deploy import scaling_report as report
-from deploy.scaling import actor_pids, proc_cpu_rss
+from studies import scaling_report as report
+from studies.scaling import actor_pids, proc_cpu_rss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,7 +61,7 @@ def test_proc_reading_of_this_process() -> None:
 
 def test_short_study_on_point_reach(tmp_path) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "deploy.scaling", "--task", "point_reach", "--actors", "1,2",
+    cmd = [sys.executable, "-m", "studies.scaling", "--task", "point_reach", "--actors", "1,2",
            "--seconds", "4", "--warmup", "2", "--out", str(out), "--name", "scaling-test",
            "--run-dir", str(tmp_path / "runs"), "--gpus", "0", "--replay-ratio", "0",
            "--initial-random-steps", "50", "--capacity", "2000", "--batch-size", "16",
