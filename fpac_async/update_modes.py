@@ -6,7 +6,7 @@
 - 'compile': `torch.compile(step)` (inductor; one graph per (actor_step, target_step) pattern,
   with graph breaks at the backward calls). Same update as eager, up to float reassociation.
 - 'compile-cudagraphs': `torch.compile(step, mode="reduce-overhead")` (inductor plus its own
-  CUDA graph trees; on CPU the same as 'compile').
+  CUDA graph trees; on CPU the same as 'compile'), metrics cloned out per call.
 - 'cudagraphs': `GraphedStep`: the WHOLE update (forward, backward, the three Adam steps and the
   Polyak step) captured with torch.cuda.graph and replayed, one launch per update instead of
   hundreds. The batch is copied into static input buffers first; the metrics are packed into one
@@ -53,8 +53,22 @@ def make_update_runner(step: Step, mode: str, device: Union[str, torch.device]) 
     if mode == "compile":
         return torch.compile(step)
     if mode == "compile-cudagraphs":
-        return torch.compile(step, mode="reduce-overhead")
+        return _TreeStep(torch.compile(step, mode="reduce-overhead"))
     return GraphedStep(step, torch.device(device))
+
+
+class _TreeStep:
+    """A reduce-overhead compiled step: each call starts a new CUDA-graph-tree iteration, and its
+    metrics are cloned out (the trees overwrite their outputs on the next replay, and the
+    trainer keeps a chunk's metrics until it averages them)."""
+
+    def __init__(self, compiled: Step):
+        self.compiled = compiled
+
+    def __call__(self, batch: Batch, actor_step: bool, target_step: bool) -> Dict[str, Tensor]:
+        torch.compiler.cudagraph_mark_step_begin()
+        packed, keys = _pack(self.compiled(batch, actor_step, target_step))
+        return _unpack(packed.clone(), keys)
 
 
 class GraphedStep:
