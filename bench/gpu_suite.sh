@@ -8,8 +8,8 @@
 # Prepare here (once):  bash bench/gpu_prep.sh     (-> .device/sim-cp312.tar.xz and .gl/*.deb)
 # On the device:        run(command="bash bench/gpu_suite.sh", carry=[".device", ".gl"], timeout_s=590)
 # Dry run on a CPU:     GPU_SUITE_DRY=1 PYTHON=/work/main/.venv/bin/python bash bench/gpu_suite.sh
-#   (every step tiny, on the CPU, in a few minutes; the sim archive and loaders are skipped when
-#   absent, and CUDA-only variants report themselves skipped)
+#   (every step tiny, on the CPU, with this machine's Python environment (no archive, no
+#   loaders); CUDA-only variants report themselves skipped)
 set -uo pipefail
 dry=${GPU_SUITE_DRY:-0}
 out=${OUT:-bench/results/gpu_suite}
@@ -32,11 +32,14 @@ if [ -d .gl ] && [ "$dry" != 1 ]; then  # EGL/GL loaders (device README recipe)
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
-if [ -f .device/sim-cp312.tar.xz ]; then
-  site=$(mktemp -d) && tar -xJf .device/sim-cp312.tar.xz -C "$site" || exit 1
-  export PYTHONPATH=$site:$PWD
-elif [ "$dry" = 1 ]; then
+if [ "$dry" = 1 ]; then  # this machine's own Python environment
   export PYTHONPATH=$PWD
+elif [ -f .device/sim-cp312.tar.xz ]; then
+  site=$(mktemp -d) && tar -xJf .device/sim-cp312.tar.xz -C "$site" || exit 1
+  if [ -f .device/extra-cp312.tar.xz ]; then  # msgpack, lxml (gpu_prep.sh)
+    extra=$(mktemp -d) && tar -xJf .device/extra-cp312.tar.xz -C "$extra" && site=$site:$extra
+  fi
+  export PYTHONPATH=$site:$PWD
 else
   echo "no .device/sim-cp312.tar.xz: run bash bench/gpu_prep.sh here and carry .device" >&2
   exit 1
@@ -52,8 +55,17 @@ else
   tiny=()
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
-"$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__,
-  'cuda', torch.cuda.is_available())" | tee -a "$out/gpu.txt"
+"$py" - <<'PY' 2>&1 | tee -a "$out/gpu.txt"
+import importlib, sys
+import torch
+print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())
+for name in ("numpy", "msgpack", "zmq", "mujoco", "lxml", "scipy", "dm_control.suite", "pytest"):
+    try:
+        importlib.import_module(name)
+        print("import", name, "ok")
+    except Exception as e:  # noqa: BLE001 - report every missing piece at once
+        print("import", name, "FAILED:", type(e).__name__, e)
+PY
 
 # ---------------------------------------------------------------- 1. tests (CPU + CUDA) (70 s)
 tests=(tests/test_update_modes.py tests/test_trainer_prefetch.py tests/test_replay.py
