@@ -67,44 +67,48 @@ for name in ("numpy", "msgpack", "zmq", "mujoco", "lxml", "scipy", "dm_control.s
         print("import", name, "FAILED:", type(e).__name__, e)
 PY
 
-# ---------------------------------------------------------------- 1. tests (CPU + CUDA) (70 s)
+# ---------------------------------------------------------------- 1. tests (90 s)
+# The `device`-fixture tests on CUDA only (their CPU runs are the ordinary test suite's), the
+# CUDA-only tests, and the device-independent ones; the CPU inductor test (compiled == eager,
+# ~1 min) is left to the ordinary suite.
 tests=(tests/test_update_modes.py tests/test_trainer_prefetch.py tests/test_replay.py
        tests/test_sac.py tests/test_trainer.py tests/test_feature_points.py)
-if [ "$dry" = 1 ]; then  # the inductor compile test takes ~1 min on 2 cores: the suite runs it
-  step tests 120 "$py" -m pytest -q -p no:cacheprovider "${tests[@]}" -k "not compiled"
+if [ "$dry" = 1 ]; then
+  step tests 150 "$py" -m pytest -q -p no:cacheprovider -rs "${tests[@]}" -k "not compiled"
 else
-  step tests 70 "$py" -m pytest -q -p no:cacheprovider -rs "${tests[@]}"
+  FPAC_TEST_DEVICES=cuda step tests 90 "$py" -m pytest -q -p no:cacheprovider -rs "${tests[@]}" \
+    -k "not compiled"
 fi
 
-# ---------------------------------------------------------------- 2. updates/s table (140 s)
+# ---------------------------------------------------------------- 2. updates/s table (130 s)
 if [ "$dry" = 1 ]; then
   step learner 120 "$py" bench/bench_learner.py --device cpu "${tiny[@]}" --capacity 300 \
     --updates 3 --repeats 2 --warmup 1 --threads 1 $shared --note "$note" \
     --variants plain,eager,cudagraphs,best,channels_last --out "$out/learner.jsonl"
 else
-  step learner 140 "$py" bench/bench_learner.py --device cuda --updates 300 --repeats 3 \
+  step learner 130 "$py" bench/bench_learner.py --device cuda --updates 300 --repeats 3 \
     --warmup 20 --note "$note" --out "$out/learner.jsonl"
 fi
 
-# ---------------------------------------------------------------- 3. rendering table (55 s)
+# ---------------------------------------------------------------- 3. rendering table (50 s)
 if [ "$dry" = 1 ]; then
   step render 90 "$py" bench/bench_render.py --renderers nvidia,mesa --processes 1,2 \
     --seconds 2 --image-size 84 $shared --note "$note" --out "$out/render.jsonl"
 else
-  step render 55 "$py" bench/bench_render.py --renderers nvidia,mesa --processes 1,15 \
-    --seconds 4 --startup-timeout-s 25 --note "$note" --out "$out/render.jsonl"
+  step render 50 "$py" bench/bench_render.py --renderers nvidia,mesa --processes 1,15 \
+    --seconds 4 --startup-timeout-s 20 --note "$note" --out "$out/render.jsonl"
 fi
 
-# ---------------------------------------------------------------- 4. FPAC cartpole (195 s)
+# ---------------------------------------------------------------- 4. FPAC cartpole (190 s)
 # Learner on the GPU (the CUDA defaults), 15 actors and the evaluator on the 16 cores; stopped
-# at 185 s if 100k env steps are not reached (evals.jsonl is written as it goes).
+# at 180 s if 100k env steps are not reached (evals.jsonl is written as it goes).
 if [ "$dry" = 1 ]; then
   step cartpole 150 "$py" bench/bench_learning.py --preset fpac-cartpole-gpu --timeout-s 140 \
     --out "$out/learning.jsonl" --keep "$out/runs" -- --env-steps 2000 --gpus 0 --actors 2 \
     "${tiny[@]}" --capacity 4000 --initial-random-steps 100 --eval-every-env-steps 1000 \
     --eval-episodes 1
 else
-  step cartpole 195 "$py" bench/bench_learning.py --preset fpac-cartpole-gpu --timeout-s 185 \
+  step cartpole 190 "$py" bench/bench_learning.py --preset fpac-cartpole-gpu --timeout-s 180 \
     --out "$out/learning.jsonl" --keep "$out/runs"
 fi
 run="$out/runs/fpac-cartpole-gpu"
