@@ -9,7 +9,7 @@ import torch
 from bench.plain_sac import PlainSAC
 from fpac_async.config import AgentConfig
 from fpac_async.sac import SAC
-from tests.test_update_modes import A, H, make_batch, state
+from test_update_modes import A, H, make_batch, state
 
 
 @pytest.mark.parametrize("target_encoder", [False, True])
