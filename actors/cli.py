@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.agent.encoder != "state":  # the state encoder needs no pixels: nothing renders
         from actors.envs.render_probe import RenderingError, probe_rendering  # noqa: PLC0415
         try:
-            renderer = probe_rendering(cfg.env.backend, cfg.env.task,
-                                       image_size=cfg.env.image_size, camera=cfg.env.camera)
+            from actors.envs.egl_vendor import prefer_gpu_rendering  # noqa: PLC0415
+            renderer = prefer_gpu_rendering(lambda: probe_rendering(
+                cfg.env.backend, cfg.env.task, image_size=cfg.env.image_size,
+                camera=cfg.env.camera))
         except RenderingError as e:
             print(f"fpac-actors: cannot render {cfg.env.task} on {cfg.env.backend}: {e}",
                   file=sys.stderr)

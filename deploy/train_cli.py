@@ -108,8 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.env.backend != "numpy" and cfg.agent.encoder != "state":  # state: nothing renders
         from actors.envs.render_probe import RenderingError, probe_rendering  # noqa: PLC0415
         try:
-            renderer = probe_rendering(cfg.env.backend, cfg.env.task,
-                                       image_size=cfg.env.image_size, camera=cfg.env.camera)
+            from actors.envs.egl_vendor import prefer_gpu_rendering  # noqa: PLC0415
+            renderer = prefer_gpu_rendering(lambda: probe_rendering(
+                cfg.env.backend, cfg.env.task, image_size=cfg.env.image_size,
+                camera=cfg.env.camera))
         except RenderingError as e:
             log.error("cannot render %s on %s: %s", cfg.env.task, cfg.env.backend, e)
             return 2

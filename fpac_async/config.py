@@ -143,6 +143,18 @@ class LearnerConfig:
     """Seconds between metric rows."""
     max_message_bytes: int = 64 * 2**20
     """Messages larger than this are rejected unread."""
+    compile: str = "auto"
+    """How SAC updates run: none (eager), compile (torch.compile), compile-cudagraphs
+    (torch.compile mode reduce-overhead), cudagraphs (whole update captured, CUDA only); auto:
+    the device's default (fpac_async/speed.py, docs/GPU.md)."""
+    tf32: str = "auto"
+    """TF32 matmuls and convolutions on CUDA: on, off, or auto (PyTorch's defaults)."""
+    amp: str = "auto"
+    """bf16 autocast of the SAC update on CUDA: on, off, or auto (the device's default: off)."""
+    channels_last: str = "auto"
+    """Channels-last memory format for the encoder: on, off, or auto (the device's default)."""
+    fused_adam: str = "auto"
+    """Fused Adam (CUDA only): on, off, or auto (on CUDA: on)."""
 
 
 @dataclass
@@ -293,6 +305,11 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError("agent.camera_offset: the camera motion of quadruped's tracking camera "
                           "is not measured (only cheetah, walker and hopper); use "
                           "--no-camera-offset")
+    from fpac_async.speed import check_speed_choices  # noqa: PLC0415 (imports torch)
+    try:
+        check_speed_choices(cfg.learner)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.agent.num_points < 1 or cfg.agent.fp_temperature <= 0:
         raise ConfigError("agent.num_points must be >= 1 and agent.fp_temperature > 0")
     if env.action_repeat < 1 or env.episode_control_steps % env.action_repeat:

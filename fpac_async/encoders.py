@@ -166,9 +166,11 @@ class FeaturePointEncoder(nn.Module):
         if self.camera_offset and cam is not None:
             if cam.dim() != 2 or cam.size(0) != x_t.size(0) or cam.size(1) != 2:
                 raise ValueError("cam must be [B, 2]; got " + str(cam.shape))
-            scale = torch.tensor([self.cam_scale_x, self.cam_scale_y], dtype=x_prev.dtype,
-                                 device=x_prev.device)
-            shift = (cam.to(x_prev.dtype) * scale).unsqueeze(1)  # [B, 1, 2]
+            # Scaled per axis with Python floats: no host-to-device copy of a scale tensor inside
+            # the update (a captured CUDA graph allows none; docs/GPU.md).
+            cam = cam.to(x_prev.dtype)
+            shift = torch.stack([cam[:, 0] * self.cam_scale_x, cam[:, 1] * self.cam_scale_y],
+                                -1).unsqueeze(1)  # [B, 1, 2]
             x_prev = torch.cat([x_prev[..., :2] + shift, x_prev[..., 2:]], -1)
         return torch.cat([current.flatten(1), (x_t - x_prev).flatten(1)], 1)
 

@@ -38,6 +38,7 @@ from fpac_async.batch import Batch
 from fpac_async.config import AgentConfig, lr_at
 from fpac_async.encoders import make_encoder
 from fpac_async.networks import Actor, TwinCritic
+from fpac_async.update_modes import check_compile_mode, make_update_runner
 
 
 class SAC:
@@ -45,13 +46,23 @@ class SAC:
 
     def __init__(self, cfg: AgentConfig, obs_shape: Tuple[int, int, int], action_dim: int,
                  device: Union[str, torch.device] = "cpu", state_dim: int = 0,
-                 amp: bool = False, channels_last: bool = False):
+                 amp: bool = False, channels_last: bool = False,
+                 fused_adam: Optional[bool] = None, compile_mode: str = "none"):
         self.cfg = cfg
         self.device = torch.device(device)
         self.action_dim = int(action_dim)
         # bf16 autocast only where it pays and is supported (CUDA); a no-op elsewhere.
         self.amp = bool(amp) and self.device.type == "cuda"
         self.channels_last = bool(channels_last)
+        check_compile_mode(compile_mode)
+        # Fused Adam (one kernel for all tensors) needs CUDA; default: on CUDA only.
+        self.fused_adam = (self.device.type == "cuda") if fused_adam is None else bool(fused_adam)
+        if self.fused_adam and self.device.type != "cuda":
+            raise ValueError("fused_adam needs a CUDA device")
+        # CUDA-graph replay needs optimizer state and lr on the device (capturable Adam).
+        self._capturable = compile_mode == "cudagraphs" and self.device.type == "cuda"
+        # Autocast's weight-cast cache must be off inside captured graphs.
+        self._autocast_cache = compile_mode != "cudagraphs"
         self.encoder = make_encoder(cfg, obs_shape, state_dim).to(self.device)
         feature_dim = int(self.encoder.out_dim)
         head_dim = int(cfg.pixels_feature_dim) if cfg.encoder == "pixels" else 0
@@ -87,6 +98,8 @@ class SAC:
             self._online = list(self.encoder.parameters()) + self._online
             self._target = list(self.target_encoder.parameters()) + self._target
         self.num_updates = 0
+        self.compile_mode = compile_mode
+        self._run = make_update_runner(self.step, compile_mode, self.device)
 
     @staticmethod
     def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -96,14 +109,18 @@ class SAC:
         return target
 
     def _adam(self, params: List[Tensor], lr: float) -> torch.optim.Adam:
-        # Fused Adam on CUDA (one kernel for all tensors), multi-tensor foreach elsewhere.
-        if self.device.type == "cuda":
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        # Fused Adam (CUDA) or multi-tensor foreach; capturable (state and lr as device tensors,
+        # so a captured graph reads the current lr) for CUDA graphs.
+        kind = {"fused": True} if self.fused_adam else {"foreach": True}
+        if self._capturable:
+            return torch.optim.Adam(params, lr=torch.tensor(lr, device=self.device),
+                                    capturable=True, **kind)
+        return torch.optim.Adam(params, lr=lr, **kind)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                                  cache_enabled=self._autocast_cache)
         return contextlib.nullcontext()
 
     def _obs(self, obs: Tensor) -> Tensor:
@@ -183,7 +200,20 @@ class SAC:
         """One SAC step on `batch` (already on self.device). Returns 0-d tensors: critic_loss, q
         (mean Q(s, a) of both critics), target_q (mean Bellman target y), alpha; and on actor
         steps (updates 0, k, 2k, ... for k = actor_update_every) also actor_loss, alpha_loss,
-        log_prob (mean log pi(a|s)) and entropy (its negative)."""
+        log_prob (mean log pi(a|s)) and entropy (its negative).
+
+        Runs `step` eagerly, compiled or as a replayed CUDA graph (compile_mode; fpac_async.
+        update_modes); all give the same step."""
+        actor_step = self.num_updates % self.cfg.actor_update_every == 0
+        target_step = self.num_updates % self.cfg.target_update_every == 0
+        metrics = self._run(batch, actor_step, target_step)
+        self.num_updates += 1
+        return metrics
+
+    def step(self, batch: Batch, actor_step: bool, target_step: bool) -> Dict[str, Tensor]:
+        """The update's body: critic step, then (actor_step) actor and temperature steps, then
+        (target_step) the Polyak step. Tensors in, tensors out: no Python state changes, no
+        host-device sync, fixed shapes (so it can be compiled and captured as a CUDA graph)."""
         with self._autocast():
             features, next_features, target_features = self.encode_pair(batch)
             loss, metrics = self.critic_loss(batch, features, next_features, target_features)
@@ -191,7 +221,7 @@ class SAC:
         loss.backward()
         self.critic_opt.step()
 
-        if self.num_updates % self.cfg.actor_update_every == 0:
+        if actor_step:
             with self._autocast():
                 loss, actor_metrics = self.actor_alpha_loss(features)
             self.actor_opt.zero_grad(set_to_none=True)
@@ -202,9 +232,8 @@ class SAC:
             self.alpha_opt.step()
             metrics.update(actor_metrics)
 
-        if self.num_updates % self.cfg.target_update_every == 0:
+        if target_step:
             self.update_targets(self.tau)
-        self.num_updates += 1
         metrics["alpha"] = self.alpha
         return metrics
 
@@ -226,10 +255,14 @@ class SAC:
             return self.actor.act(features, deterministic).float()
 
     def set_lr(self, lr: float) -> None:
-        """Set the Adam learning rate of critic (with encoder), actor and temperature."""
+        """Set the Adam learning rate of critic (with encoder), actor and temperature (in place
+        when it is a device tensor, which captured CUDA graphs read)."""
         for opt in (self.critic_opt, self.actor_opt, self.alpha_opt):
             for group in opt.param_groups:
-                group["lr"] = float(lr)
+                if isinstance(group["lr"], Tensor):
+                    group["lr"].fill_(float(lr))
+                else:
+                    group["lr"] = float(lr)
 
     # ---------------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict:
@@ -238,8 +271,9 @@ class SAC:
             "encoder": self.encoder.state_dict(), "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
             "log_alpha": self.log_alpha.detach().clone(),
-            "critic_opt": self.critic_opt.state_dict(), "actor_opt": self.actor_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(), "num_updates": self.num_updates,
+            "critic_opt": _float_lr(self.critic_opt.state_dict()),
+            "actor_opt": _float_lr(self.actor_opt.state_dict()),
+            "alpha_opt": _float_lr(self.alpha_opt.state_dict()), "num_updates": self.num_updates,
         }
         if self.target_encoder is not None:
             state["target_encoder"] = self.target_encoder.state_dict()
@@ -260,7 +294,21 @@ class SAC:
         self.critic_target.load_state_dict(state["critic_target"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        for opt, key in ((self.critic_opt, "critic_opt"), (self.actor_opt, "actor_opt"),
+                         (self.alpha_opt, "alpha_opt")):
+            opt.load_state_dict(state[key])
+            if self._capturable:  # the lr back to a device tensor (state_dict stores floats)
+                for group in opt.param_groups:
+                    group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         self.num_updates = int(state["num_updates"])
+        # New optimizer state tensors: captured graphs (which read the old ones) are dropped.
+        self._run = make_update_runner(self.step, self.compile_mode, self.device)
+
+
+def _float_lr(opt_state: dict) -> dict:
+    """An optimizer state_dict with tensor learning rates (capturable Adam) as floats, so the
+    checkpoint loads on any device and setting."""
+    for group in opt_state["param_groups"]:
+        if isinstance(group.get("lr"), Tensor):
+            group["lr"] = float(group["lr"])
+    return opt_state

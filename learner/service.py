@@ -34,6 +34,7 @@ from fpac_async.export import export_policy
 from fpac_async.protocol import EVAL_RESULT, HEARTBEAT, HELLO
 from fpac_async.sac import SAC
 from fpac_async.settings import run_settings
+from fpac_async.speed import apply_tf32, resolve_speed
 from fpac_async.transport import DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, learner_sockets
 from learner.broadcaster import Broadcaster
 from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
@@ -133,7 +134,14 @@ class LearnerService:
         pixels = cfg.agent.encoder != "state"  # the state encoder needs no frames: none stored
         stack = cfg.agent.frame_stack
         obs_shape = (3 * stack, *shapes.frame_shape[1:])
-        self.sac = SAC(cfg.agent, obs_shape, shapes.action_dim, self.device, state_dim=state_dim)
+        try:
+            self.speed = resolve_speed(cfg.learner, self.device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if cfg.learner.tf32 != "auto":
+            apply_tf32(self.speed.tf32)
+        self.sac = SAC(cfg.agent, obs_shape, shapes.action_dim, self.device, state_dim=state_dim,
+                       **self.speed.sac_kwargs())
         self.replay = Replay(cfg.replay.capacity, shapes.frame_shape, shapes.action_dim, stack,
                              state_dim, self.device, on_gpu=cfg.replay.on_gpu, seed=cfg.seed,
                              batch_size=cfg.agent.batch_size, pixels=pixels)
@@ -159,8 +167,9 @@ class LearnerService:
             restore_rng(ckpt)
             log.info("resumed from %s: %s", ckpt["path"], counters)
         log.info("%s", self.replay.describe())
-        log.info("device %s, task %s, frames %s, action dim %d, encoder %s", self.device,
-                 cfg.env.task, shapes.frame_shape, shapes.action_dim, cfg.agent.encoder)
+        log.info("device %s, task %s, frames %s, action dim %d, encoder %s, %s", self.device,
+                 cfg.env.task, shapes.frame_shape, shapes.action_dim, cfg.agent.encoder,
+                 self.speed.describe())
 
         self.version = int(counters["policy_version"])
         self.random_phase = int(counters["agent_steps"]) < cfg.replay.initial_random_steps

@@ -9,8 +9,13 @@ Two parts:
 
 On CUDA the next batch is sampled while the current update runs: the replay's gather and the
 host-to-device copy are issued on a side stream after the update's kernels are queued, so the copy
-overlaps the update's compute (double buffering). `torch.compile` / CUDA graphs are not used: their
-gain could not be measured on this (CPU-only) machine.
+overlaps the update's compute (double buffering). The trainer itself never waits on the host for
+a copy: reuse of the sampler's staging memory is the sampler's job (`learner.replay.Replay` keeps
+two staging buffers, each with its own copy-done event, so gathering batch i+1 waits only for
+the copy of batch i-1). The compute stream waits for a batch's copy with a device-side
+`wait_event`. (Before, the trainer also host-synchronised on the copy of the batch handed out
+last before each prefetch, which turned the two staging buffers into one.) How the update itself
+runs (eager, torch.compile, CUDA graphs) is SAC's setting (fpac_async.update_modes).
 """
 from __future__ import annotations
 
@@ -108,7 +113,6 @@ class Trainer:
         self._initial = int(replay_cfg.initial_random_steps)
         self._refill: Optional[tuple[int, int]] = None  # (agent steps at the start, replay size)
         self._pending: Optional[tuple[Batch, Any]] = None  # (batch, copy-done event)
-        self._last_copy: Any = None  # copy-done event of the batch handed out last
 
     # ------------------------------------------------------------------ accounting helpers
     def owed(self, agent_steps: int) -> int:
@@ -159,7 +163,6 @@ class Trainer:
         self.ratio.initial = self._initial + int(state.get("ratio_offset", 0))
         self.lr = None  # re-apply the schedule on the next call (the optimizer state holds an lr)
         self._pending = None
-        self._last_copy = None
 
     # ------------------------------------------------------------------------- training
     def train(self, agent_steps: int, env_steps: int,
@@ -205,7 +208,6 @@ class Trainer:
         assert self._pending is not None
         batch, done = self._pending
         self._pending = None
-        self._last_copy = done
         current = torch.cuda.current_stream(self.device)
         current.wait_event(done)
         for t in _tensors(batch):
@@ -215,11 +217,8 @@ class Trainer:
         return batch
 
     def _prefetch(self) -> None:
-        """Sample the next batch and issue its host-to-device copy on the side stream."""
-        if self._last_copy is not None:
-            # A replay may reuse its pinned staging buffer: wait until the previous copy left it
-            # (a copy-only wait; the update kernels keep running).
-            self._last_copy.synchronize()
+        """Sample the next batch and issue its host-to-device copy on the side stream. No host
+        wait here: the sampler guards its own staging buffers (module docstring)."""
         assert self._stream is not None
         with torch.cuda.stream(self._stream):
             batch = self.replay.sample(self.batch_size)

@@ -17,15 +17,15 @@ def grid_value(i: int, n: int) -> float:
 
 @pytest.mark.parametrize("fn", VARIANTS)
 @pytest.mark.parametrize("height,width,row,col", [(7, 7, 2, 5), (5, 9, 4, 1), (9, 4, 0, 3)])
-def test_hot_pixel_lands_on_its_grid_coordinate(fn, height, width, row, col):
-    maps = torch.zeros(1, 2, height, width)
+def test_hot_pixel_lands_on_its_grid_coordinate(fn, height, width, row, col, device):
+    maps = torch.zeros(1, 2, height, width, device=device)
     maps[0, 0, row, col] = 1e4  # one-hot after softmax at any temperature we use
     maps[0, 1, height - 1, 0] = 1e4
     out = fn(maps, 0.5)
     assert out.shape == (1, 2, 3)
     expected = torch.tensor([[grid_value(col, width), grid_value(row, height),
                               math.tanh(1e4 / (height * width))],
-                             [-1.0, 1.0, math.tanh(1e4 / (height * width))]])
+                             [-1.0, 1.0, math.tanh(1e4 / (height * width))]], device=device)
     torch.testing.assert_close(out[0], expected, atol=1e-6, rtol=0)
 
 
@@ -80,9 +80,9 @@ def test_listing1_coordinates_equal_separable_on_square_maps():
 
 
 @pytest.mark.parametrize("fn", VARIANTS)
-def test_large_logits_give_finite_values_and_gradients(fn):
+def test_large_logits_give_finite_values_and_gradients(fn, device):
     gen = torch.Generator().manual_seed(2)
-    maps = (torch.randn(2, 3, 7, 5, generator=gen) * 1e4).requires_grad_()
+    maps = (torch.randn(2, 3, 7, 5, generator=gen) * 1e4).to(device).requires_grad_()
     out = fn(maps, 0.5)
     assert torch.isfinite(out).all()
     out.sum().backward()
@@ -90,18 +90,18 @@ def test_large_logits_give_finite_values_and_gradients(fn):
 
 
 @pytest.mark.parametrize("fn", VARIANTS)
-def test_gradient_reaches_the_maps_and_is_correct(fn):
+def test_gradient_reaches_the_maps_and_is_correct(fn, device):
     gen = torch.Generator().manual_seed(3)
-    maps = torch.randn(2, 2, 4, 5, generator=gen, dtype=torch.float64).requires_grad_()
+    maps = torch.randn(2, 2, 4, 5, generator=gen, dtype=torch.float64).to(device).requires_grad_()
     assert torch.autograd.gradcheck(lambda m: fn(m, 0.5), (maps,))
     fn(maps, 0.5)[..., :2].sum().backward()  # coordinates alone must move the maps too
     assert maps.grad is not None and maps.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("fn", VARIANTS)
-def test_leading_dimensions_are_kept(fn):
+def test_leading_dimensions_are_kept(fn, device):
     gen = torch.Generator().manual_seed(4)
-    maps = torch.randn(2, 3, 4, 6, 7, generator=gen)
+    maps = torch.randn(2, 3, 4, 6, 7, generator=gen).to(device)
     out = fn(maps, 0.5)
     assert out.shape == (2, 3, 4, 3)
     torch.testing.assert_close(out[1, 2], fn(maps[1, 2], 0.5))
@@ -121,9 +121,9 @@ def test_rejects_bad_input():
         spatial_softmax_feature_points(torch.zeros(1, 4, 4, dtype=torch.long))
 
 
-def test_separable_channels_last_maps_give_same_points_and_gradients():
+def test_separable_channels_last_maps_give_same_points_and_gradients(device):
     gen = torch.Generator().manual_seed(6)
-    maps = torch.randn(2, 3, 5, 5, generator=gen, dtype=torch.float64)
+    maps = torch.randn(2, 3, 5, 5, generator=gen, dtype=torch.float64).to(device)
     cl = maps.contiguous(memory_format=torch.channels_last).requires_grad_()
     plain = maps.clone().requires_grad_()
     torch.testing.assert_close(separable_feature_points(cl), separable_feature_points(plain))

@@ -98,13 +98,14 @@ def check_batch(batch, expected: dict, state_dim: int = 0) -> set[int]:
     return seen
 
 
-def make(capacity: int = 64, stack: int = 2, state_dim: int = 0, seed: int = 0) -> Replay:
+def make(capacity: int = 64, stack: int = 2, state_dim: int = 0, seed: int = 0,
+         device: str | torch.device = "cpu") -> Replay:
     return Replay(capacity, (3, HW, HW), 2, frame_stack=stack, state_dim=state_dim, seed=seed,
-                  batch_size=64)
+                  batch_size=64, device=device)
 
 
-def test_episode_boundaries_terminal_and_truncation_by_hand():
-    r, fd = make(), Feeder()
+def test_episode_boundaries_terminal_and_truncation_by_hand(device):
+    r, fd = make(device=device), Feeder()
     # records: 0 F, 1, 2, 3, 4 TERMINAL, 5 F, 6, 7 TRUNCATED, 8 F, 9
     r.add(**fd.chunk((0, 0), 0, [F, 0, 0, 0, TM, F, 0, TR, F, 0]))
     want = {0: ((0, 0), (0, 1), 1.0), 1: ((0, 1), (1, 2), 1.0), 2: ((1, 2), (2, 3), 1.0),
@@ -138,10 +139,10 @@ def test_interleaved_streams_and_chunking_never_mix_frames():
         check_batch(r.sample(64), want, state_dim=3)
 
 
-def test_wrap_around_invalidates_exactly_what_was_overwritten():
+def test_wrap_around_invalidates_exactly_what_was_overwritten(device):
     rng = np.random.default_rng(2)
     for stack in (2, 3):
-        r, fd = make(capacity=13, stack=stack), Feeder()
+        r, fd = make(capacity=13, stack=stack, device=device), Feeder()
         steps = {(0, 0): 0, (1, 0): 0}
         for i in range(60):
             s = list(steps)[rng.integers(2)]
@@ -260,8 +261,8 @@ def test_memory_is_fixed_and_described():
     assert "replay: 1000 transitions x 3x84x84 uint8 = 21.2 MB host memory" in r.describe()
 
 
-def test_concurrent_add_and_sample_rows_are_consistent():
-    r, fd = make(capacity=24), Feeder()
+def test_concurrent_add_and_sample_rows_are_consistent(device):
+    r, fd = make(capacity=24, device=device), Feeder()
     chunks = [fd.chunk((0, k % 3), 4 * (k // 3), [F if k < 3 else 0, 0, 0, 0]) for k in range(300)]
     r.add(**chunks[0])
     stop = threading.Event()
@@ -279,7 +280,7 @@ def test_concurrent_add_and_sample_rows_are_consistent():
         obs, nxt = frame_ids(b.obs), frame_ids(b.next_obs)
         streams = b.obs[:, 2::3, 0, 0]
         assert torch.all(streams == streams[:, :1]) and np.all(nxt[:, 0] == obs[:, 1])
-        assert np.all(b.action[:, 0].numpy() == nxt[:, 1])
+        assert np.all(b.action[:, 0].cpu().numpy() == nxt[:, 1])
         rows += 16
     th.join()
 

@@ -21,12 +21,13 @@ def tiny_cfg(**kw) -> AgentConfig:
     return AgentConfig(**base)
 
 
-def make_sac(seed: int = 0, **kw) -> SAC:
+def make_sac(seed: int = 0, device: str | torch.device = "cpu", **kw) -> SAC:
     torch.manual_seed(seed)
-    return SAC(tiny_cfg(**kw), (6, H, H), A, "cpu", state_dim=D)
+    return SAC(tiny_cfg(**kw), (6, H, H), A, device, state_dim=D)
 
 
-def make_batch(seed: int = 1, batch: int = B, cam: bool = False) -> Batch:
+def make_batch(seed: int = 1, batch: int = B, cam: bool = False,
+               device: str | torch.device = "cpu") -> Batch:
     """Stacks cut from one frame sequence, so next_obs[:, :3] == obs[:, 3:] (the replay's rule)."""
     g = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (batch, 3, 3, H, H), dtype=torch.uint8, generator=g)
@@ -38,7 +39,7 @@ def make_batch(seed: int = 1, batch: int = B, cam: bool = False) -> Batch:
                  reward=torch.rand(batch, generator=g),
                  discount=(torch.rand(batch, generator=g) > 0.2).float(), next_obs=next_obs,
                  cam=cams[0], next_cam=cams[1], state=torch.randn(batch, D, generator=g),
-                 next_state=torch.randn(batch, D, generator=g))
+                 next_state=torch.randn(batch, D, generator=g)).to(device)
 
 
 def snapshot(module: nn.Module) -> list:
@@ -136,9 +137,9 @@ def test_log_std_bound(bound, raw, expected):
 
 
 @pytest.mark.parametrize("target_encoder", [False, True])
-def test_which_parameters_each_update_moves(target_encoder):
-    sac = make_sac(target_encoder=target_encoder)  # actor_update_every = target_update_every = 2
-    batch = make_batch()
+def test_which_parameters_each_update_moves(target_encoder, device):
+    sac = make_sac(target_encoder=target_encoder, device=device)  # actor/target every 2nd update
+    batch = make_batch(device=device)
     names = ["encoder", "critic", "actor", "critic_target"]
     if target_encoder:
         names.append("target_encoder")
@@ -236,15 +237,15 @@ def test_encoder_gradient_comes_from_the_critic_only(encoder):
 
 
 @pytest.mark.parametrize("target_encoder", [False, True])
-def test_target_networks_move_by_tau(target_encoder):
-    sac = make_sac(tau=0.25, target_encoder=target_encoder)
+def test_target_networks_move_by_tau(target_encoder, device):
+    sac = make_sac(tau=0.25, target_encoder=target_encoder, device=device)
     targets = list(sac.critic_target.parameters())
     online = list(sac.critic.parameters())
     if target_encoder:
         targets += list(sac.target_encoder.parameters())
         online += list(sac.encoder.parameters())
     before = [t.detach().clone() for t in targets]
-    sac.update(make_batch())  # a target-update step
+    sac.update(make_batch(device=device))  # a target-update step
     for b, t, o in zip(before, targets, online):
         expected = b + 0.25 * (o.detach() - b)
         torch.testing.assert_close(t, expected, rtol=0, atol=1e-6)
@@ -252,10 +253,10 @@ def test_target_networks_move_by_tau(target_encoder):
 
 
 @pytest.mark.parametrize("target_encoder", [False, True])
-def test_frame_sharing_matches_plain_encoding(target_encoder):
-    sac = make_sac(camera_offset=True, target_encoder=target_encoder)
+def test_frame_sharing_matches_plain_encoding(target_encoder, device):
+    sac = make_sac(camera_offset=True, target_encoder=target_encoder, device=device)
     assert sac.frame_sharing
-    batch = make_batch(cam=True)
+    batch = make_batch(cam=True, device=device)
     shared = sac.encode_pair(batch)
     sac.frame_sharing = False
     plain = sac.encode_pair(batch)
@@ -264,14 +265,14 @@ def test_frame_sharing_matches_plain_encoding(target_encoder):
 
 
 @pytest.mark.parametrize("target_encoder", [False, True])
-def test_state_dict_round_trip(target_encoder):
-    sac = make_sac(seed=0, target_encoder=target_encoder)
-    batch = make_batch()
+def test_state_dict_round_trip(target_encoder, device):
+    sac = make_sac(seed=0, target_encoder=target_encoder, device=device)
+    batch = make_batch(device=device)
     for _ in range(3):
         sac.update(batch)
     state = sac.state_dict()
     assert ("target_encoder" in state) == target_encoder
-    other = make_sac(seed=7, target_encoder=target_encoder)
+    other = make_sac(seed=7, target_encoder=target_encoder, device=device)
     other.load_state_dict(state)
     assert other.num_updates == 3
     torch.testing.assert_close(other.act(batch.obs, True), sac.act(batch.obs, True), rtol=0, atol=0)
@@ -308,9 +309,9 @@ def test_state_dict_across_the_target_encoder_setting():
 
 
 @pytest.mark.parametrize("encoder", ["fpac", "pixels", "state"])
-def test_every_encoder_runs_updates(encoder):
-    sac = make_sac(encoder=encoder, camera_offset=encoder == "fpac")
-    batch = make_batch(cam=True)
+def test_every_encoder_runs_updates(encoder, device):
+    sac = make_sac(encoder=encoder, camera_offset=encoder == "fpac", device=device)
+    batch = make_batch(cam=True, device=device)
     metrics = sac.update(batch)  # update 0 is an actor step: every metric is there
     assert sac.update(batch).keys() == {"critic_loss", "q", "target_q", "alpha"}
     assert {"critic_loss", "actor_loss", "alpha_loss", "q", "target_q", "alpha", "log_prob",

@@ -76,9 +76,10 @@ def _tiny_cfg(**kw) -> AgentConfig:
     return AgentConfig(hidden_dim=32, num_points=4, conv_channels=8, batch_size=8, **kw)
 
 
-def _filled_replay(records: int = 40) -> Replay:
+def _filled_replay(records: int = 40, device: str | torch.device = "cpu") -> Replay:
     rng = np.random.default_rng(0)
-    replay = Replay(capacity=64, frame_shape=(3, H, W), action_dim=A, batch_size=8, seed=0)
+    replay = Replay(capacity=64, frame_shape=(3, H, W), action_dim=A, batch_size=8, seed=0,
+                    device=device)
     flags = np.zeros(records, np.uint8)
     flags[0] = 1  # FIRST
     replay.add((0, 0), 0, rng.integers(0, 256, (records, 3, H, W), dtype=np.uint8),
@@ -87,15 +88,18 @@ def _filled_replay(records: int = 40) -> Replay:
     return replay
 
 
-def _trainer(cfg: AgentConfig, ratio: float = 1.0, initial: int = 10):
+def _trainer(cfg: AgentConfig, ratio: float = 1.0, initial: int = 10,
+             device: str | torch.device = "cpu"):
     torch.manual_seed(0)
-    sac = SAC(cfg, (6, H, W), A)
+    sac = SAC(cfg, (6, H, W), A, device)
     rcfg = ReplayConfig(capacity=64, initial_random_steps=initial, replay_ratio=ratio)
-    return sac, Trainer(sac, _filled_replay(), cfg, rcfg, batch_size=8)
+    return sac, Trainer(sac, _filled_replay(device=device), cfg, rcfg, batch_size=8,
+                        device=device)
 
 
-def test_trainer_runs_exactly_the_owed_updates_in_bounded_chunks() -> None:
-    sac, trainer = _trainer(_tiny_cfg(), ratio=0.5, initial=10)
+def test_trainer_runs_exactly_the_owed_updates_in_bounded_chunks(device) -> None:
+    sac, trainer = _trainer(_tiny_cfg(), ratio=0.5, initial=10, device=device)
+    assert trainer.overlap == (device.type == "cuda")  # side-stream prefetch on CUDA
     assert trainer.train(agent_steps=9, env_steps=9, max_updates=64) is None  # random phase
     assert trainer.train(agent_steps=11, env_steps=11, max_updates=64) is None  # floor(0.5) = 0
     out = trainer.train(agent_steps=17, env_steps=17, max_updates=2)  # owed floor(3.5) = 3
@@ -110,7 +114,7 @@ def test_trainer_runs_exactly_the_owed_updates_in_bounded_chunks() -> None:
     assert trainer.admit(10 + 2 * (3 + 64)) and not trainer.admit(10 + 2 * (3 + 64) + 1)
 
 
-def test_trainer_metrics_are_means_over_the_chunk() -> None:
+def test_trainer_metrics_are_means_over_the_chunk(device) -> None:
     calls = []
 
     class FakeSAC:
@@ -122,8 +126,9 @@ def test_trainer_metrics_are_means_over_the_chunk() -> None:
             pass
 
     cfg = _tiny_cfg()
-    trainer = Trainer(FakeSAC(), _filled_replay(), cfg,
-                      ReplayConfig(initial_random_steps=0, replay_ratio=1.0), batch_size=8)
+    trainer = Trainer(FakeSAC(), _filled_replay(device=device), cfg,
+                      ReplayConfig(initial_random_steps=0, replay_ratio=1.0), batch_size=8,
+                      device=device)
     out = trainer.train(agent_steps=4, env_steps=4, max_updates=10)
     assert calls == [8, 8, 8, 8]
     assert out is not None and out["critic_loss"] == pytest.approx((1 + 2 + 3 + 4) / 4)
