@@ -311,7 +311,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
 
 
 def _check_baselines(agent: AgentConfig, env: EnvConfig, spec: TaskSpec) -> None:
-    """The keypoints and pretrained baselines' settings (docs/BASELINES.md)."""
+    """The keypoints baseline's settings (docs/BASELINES.md)."""
     if env.state_source == "keypoints":
         from fpac_async.keypoints import KEYPOINT_GEOMS  # noqa: PLC0415 (numpy only)
         if agent.encoder != "state":
@@ -322,9 +322,8 @@ def _check_baselines(agent: AgentConfig, env: EnvConfig, spec: TaskSpec) -> None
                               "envpool gives no access to it")
         if spec.domain not in KEYPOINT_GEOMS:
             raise ConfigError(f"no handcrafted keypoints for domain {spec.domain!r}")
-    if agent.encoder == "pretrained" and not agent.pretrained:
-        raise ConfigError("--encoder pretrained needs --pretrained PATH (a file written by "
-                          "fpac-pretrain / python -m deploy.pretrain_points)")
+    # --encoder pretrained: only the learner reads --pretrained (the actors get the weights with
+    # the policy), so the file is checked there (pretrained_points.check_pretrained).
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

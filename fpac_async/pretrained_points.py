@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fpac_async.config import AgentConfig
+from fpac_async.config import AgentConfig, ConfigError
 from fpac_async.encoders import FeaturePointEncoder, conv_trunk, init_conv
 
 FORMAT = "fpac-pretrained-points"
@@ -45,7 +45,7 @@ HEATMAP_STD = 0.1  # grid units (the maps span [-1, 1]); the authors' compute_he
 ARCH_FIELDS = ("num_points", "conv_channels", "softmax", "fp_temperature")
 
 
-class PretrainedPointsError(ValueError):
+class PretrainedPointsError(ConfigError):
     """A pretrained-points file that cannot be used; the message says which file and why."""
 
 
@@ -154,6 +154,14 @@ def load_pretrained(path: str) -> Dict[str, Any]:
         raise PretrainedPointsError(f"{path}: version {data.get('version')!r}, this code reads "
                                     f"{VERSION}")
     return data
+
+
+def check_pretrained(cfg: AgentConfig) -> None:
+    """The learner's early check (learner/cli.py, deploy/train_cli.py): with --encoder pretrained,
+    --pretrained must name a readable file; a PretrainedPointsError (a ConfigError) says why not.
+    Not in config.resolve: the actors, which resolve the same flags, never read the file."""
+    if cfg.encoder == "pretrained":
+        load_pretrained(cfg.pretrained)
 
 
 def pretrained_encoder(cfg: AgentConfig, obs_shape: Tuple[int, int, int]) -> FeaturePointEncoder:

@@ -23,9 +23,11 @@ from deploy.pretrain_points import collect_frames, main as pretrain_main, train_
 from fpac_async.batch import Batch
 from fpac_async.config import AgentConfig, ConfigError, EnvConfig, RunConfig, resolve
 from fpac_async.export import PolicyModule
-from fpac_async.pretrained_points import (PointAutoencoder, PretrainedPointsError, gaussian_maps,
-                                          load_pretrained, save_pretrained)
+from fpac_async.pretrained_points import (PointAutoencoder, PretrainedPointsError,
+                                          check_pretrained, gaussian_maps, load_pretrained,
+                                          save_pretrained)
 from fpac_async.sac import SAC
+from learner.cli import main as learner_main
 
 AGENT = AgentConfig(num_points=8, conv_channels=8, hidden_dim=32, hidden_layers=1, batch_size=16,
                     relative=False)
@@ -116,9 +118,16 @@ def test_sac_encoder_is_the_pretrained_one_and_stays_frozen(trained, frames):
 
 def test_bad_pretrained_files_and_flags_get_clear_errors(trained, tmp_path):
     _, _, path = trained
+    # Actors resolve --encoder pretrained without the file (they never read it); the learner's
+    # CLI refuses a run without one before starting anything.
+    resolve(RunConfig(agent=AgentConfig(encoder="pretrained"), env=EnvConfig(task="point_reach")))
     with pytest.raises(ConfigError, match="--pretrained PATH"):
-        resolve(RunConfig(agent=AgentConfig(encoder="pretrained"),
-                          env=EnvConfig(task="point_reach")))
+        check_pretrained(AgentConfig(encoder="pretrained"))
+    check_pretrained(AgentConfig(encoder="fpac"))  # other encoders need no file
+    run_dir = str(tmp_path / "run")
+    assert learner_main(["--task", "point_reach", "--gpus", "0", "--encoder", "pretrained",
+                         "--pretrained", str(tmp_path / "missing.pt"), "--run-dir", run_dir]) == 2
+    assert not os.path.exists(run_dir)
     with pytest.raises(PretrainedPointsError, match="no pretrained-points file"):
         pretrained_sac(str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
@@ -133,11 +142,11 @@ def test_pretrain_command_then_sac_on_its_points_trains_serially(tmp_path, capsy
     from deploy.serial import run_serial, tiny_config  # noqa: PLC0415
     out = str(tmp_path / "pr.pt")
     code = pretrain_main(["--task", "point_reach", "--out", out, "--frames", "1000",
-                          "--updates", "200", "--batch-size", "32", "--lr", "1e-3",
+                          "--updates", "50", "--batch-size", "16", "--lr", "1e-3",
                           "--device", "cpu", "--log-every", "0"])
     assert code == 0 and os.path.exists(out)
     data = load_pretrained(out)
-    assert data["meta"]["frames"] == 1000 and len(data["meta"]["losses"]) == 200
+    assert data["meta"]["frames"] == 1000 and len(data["meta"]["losses"]) == 50
     assert data["architecture"]["num_points"] == 16  # point_reach's task default
     cfg = tiny_config(seed=0)
     cfg = resolve(dataclasses.replace(
