@@ -165,6 +165,16 @@ def test_config_refuses_keypoints_without_the_state_encoder_or_on_envpool():
         resolve(RunConfig(env=EnvConfig(task="cartpole_swingup", state_source="pixels")))
 
 
+@pytest.mark.parametrize("task", ["point_reach", "cartpole_swingup", "cheetah_run"])
+def test_the_learner_expects_the_keypoint_state_the_env_sends(task):
+    from learner.receiver import task_shapes  # noqa: PLC0415
+    cfg = resolve(RunConfig(agent=AgentConfig(encoder="state"),
+                            env=EnvConfig(task=task, state_source="keypoints")))
+    env = make_vec_env(cfg.env, seed=0, num_envs=1, render=False)
+    assert task_shapes(cfg).state_dim == env.state_dim
+    env.close()
+
+
 def test_actor_and_learner_must_agree_on_the_state_source():
     learner = run_settings(keypoints_env_cfg("point_reach"), 2, "state")
     actor = run_settings(resolve(RunConfig(agent=AgentConfig(encoder="state"),
