@@ -201,3 +201,27 @@ def test_sac_learns_point_reach_from_its_keypoints():
     # Rewards are -distance to the centre (best return 0): close at least half the gap from the
     # uniform random policy's return (about -40 over an episode) to 0.
     assert final > 0.5 * random_return, (final, random_return)
+
+
+@pytest.mark.slow
+def test_fpac_train_runs_sac_on_keypoints_through_the_service(tmp_path):
+    # The real service: learner + actor + evaluator processes over loopback. The learner must
+    # accept the actor's keypoint state (it once refused it: state_dim 8, expected 4).
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    run_dir = str(tmp_path / "run")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy.train_cli", "--task", "point_reach", "--encoder", "state",
+         "--state-source", "keypoints", "--env-steps", "700", "--actors", "1", "--gpus", "0",
+         "--replay-ratio", "0.25", "--no-gif", "--run-dir", run_dir],
+        cwd=repo, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "refus" not in proc.stderr
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["env_steps"] >= 700 and last["updates"] > 0
+    with open(os.path.join(run_dir, "config.json")) as f:
+        assert json.load(f)["env"]["state_source"] == "keypoints"

@@ -157,3 +157,30 @@ def test_pretrain_command_then_sac_on_its_points_trains_serially(tmp_path, capsy
     assert result["updates"] == 300
     assert np.isfinite(result["eval_returns"][-1][1])
     assert pretrain_main(["--task", "point_reach", "--out", out, "--frames", "1"]) == 2
+
+
+@pytest.mark.slow
+def test_fpac_train_runs_sac_on_pretrained_points_through_the_service(trained, tmp_path):
+    # The real service: the learner reads the file; the actors get the frozen encoder with the
+    # policy (they are given no --pretrained at all).
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    _, _, path = trained
+    run_dir = str(tmp_path / "run")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy.train_cli", "--task", "point_reach", "--encoder",
+         "pretrained", "--pretrained", path, "--env-steps", "700", "--actors", "1", "--gpus", "0",
+         "--replay-ratio", "0.25", "--no-gif", "--run-dir", run_dir],
+        cwd=repo, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["env_steps"] >= 700 and last["updates"] > 0
+    # The run's final encoder is still the file's.
+    from learner.checkpoint import load_checkpoint  # noqa: PLC0415
+    state = load_checkpoint(run_dir)  # the latest
+    encoder = state["sac"]["encoder"]
+    for name, value in load_pretrained(path)["encoder"].items():
+        assert torch.equal(encoder[name].cpu(), value), name
