@@ -26,6 +26,7 @@ import torch
 
 from fpac_async.cli_args import add_config_args, explicit_dests, run_config
 from fpac_async.config import ConfigError, RunConfig, config_json, resolve
+from fpac_async.pretrained_points import check_pretrained
 
 log = logging.getLogger("fpac-train")
 
@@ -89,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = make_config(args, argv, parser)
+        if not args.print_config:
+            check_pretrained(cfg.agent)  # --encoder pretrained: its file, before anything starts
     except (ConfigError, RuntimeError) as e:
         print(f"fpac-train: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,11 @@ class AgentConfig:
     """The FPAC agent and its SAC learner (paper Table I)."""
 
     encoder: str = "fpac"
-    """Observation encoder: 'fpac' (feature points), 'pixels' (SAC from pixels) or 'state' (DMC state)."""
+    """Observation encoder: 'fpac' (feature points), 'pixels' (SAC from pixels), 'state' (the env's
+    state: DMC's, or handcrafted keypoints with --state-source keypoints) or 'pretrained' (frozen
+    pretrained feature points, --pretrained)."""
+    pretrained: str = ""
+    """The 'pretrained' encoder's file, written by fpac-pretrain (python -m deploy.pretrain_points)."""
     num_points: int = 32
     """K, the number of feature points (one 1x1-conv output map each)."""
     fp_temperature: float = 0.5
@@ -105,6 +109,9 @@ class EnvConfig:
     """Environments stepped by each actor process (dmc: >= 2 overlaps policy and rendering)."""
     render_quality: str = "benchmark"
     """'benchmark' (dm_control's 2048 shadow map, 4x MSAA) or 'fast' (dmc: 512 shadow map, no MSAA)."""
+    state_source: str = "default"
+    """The env's low-dim state: 'default' (DMC's observation) or 'keypoints' (handcrafted keypoints,
+    fpac_async/keypoints.py; the SAC-keypoints baseline with --encoder state; dmc and numpy)."""
 
 
 @dataclass
@@ -290,7 +297,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
         episode_control_steps=cfg.env.episode_control_steps or spec.episode_control_steps,
         backend="numpy" if spec.backend == "numpy" else cfg.env.backend,
     )
-    _check_choice("agent.encoder", cfg.agent.encoder, ("fpac", "pixels", "state"))
+    _check_choice("agent.encoder", cfg.agent.encoder, ("fpac", "pixels", "state", "pretrained"))
+    _check_choice("env.state_source", env.state_source, ("default", "keypoints"))
+    _check_baselines(cfg.agent, env, spec)
     _check_choice("agent.softmax", cfg.agent.softmax, ("separable", "spatial"))
     _check_choice("env.backend", env.backend, ("dmc", "envpool", "numpy"))
     _check_choice("agent.log_std_bound", cfg.agent.log_std_bound, ("clamp", "tanh"))
@@ -316,6 +325,22 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"env.episode_control_steps ({env.episode_control_steps}) must be a "
                           f"multiple of env.action_repeat ({env.action_repeat})")
     return dataclasses.replace(cfg, env=env)
+
+
+def _check_baselines(agent: AgentConfig, env: EnvConfig, spec: TaskSpec) -> None:
+    """The keypoints baseline's settings (docs/BASELINES.md)."""
+    if env.state_source == "keypoints":
+        from fpac_async.keypoints import KEYPOINT_GEOMS  # noqa: PLC0415 (numpy only)
+        if agent.encoder != "state":
+            raise ConfigError("--state-source keypoints is the input of --encoder state (SAC on "
+                              f"handcrafted keypoints); got --encoder {agent.encoder}")
+        if env.backend == "envpool":
+            raise ConfigError("--state-source keypoints needs the physics (--backend dmc); "
+                              "envpool gives no access to it")
+        if spec.domain not in KEYPOINT_GEOMS:
+            raise ConfigError(f"no handcrafted keypoints for domain {spec.domain!r}")
+    # --encoder pretrained: only the learner reads --pretrained (the actors get the weights with
+    # the policy), so the file is checked there (pretrained_points.check_pretrained).
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -7,7 +7,10 @@
 - `pixels`: the same convs on the channel-stacked frames, flattened (the SAC-from-pixels baseline
   the paper compares against; the actor and the critic each put their own Linear + LayerNorm +
   tanh head on these features, as in SAC-AE).
-- `state`: the DMC low-dimensional state, unchanged (the SAC-state baseline).
+- `state`: the env's low-dimensional state, unchanged (the SAC-state baseline; with
+  --state-source keypoints the handcrafted keypoints, fpac_async/keypoints.py).
+- `pretrained`: the fpac encoder with frozen pretrained weights (cfg.pretrained;
+  fpac_async/pretrained_points.py): SAC on pretrained feature points.
 
 Every encoder is an `nn.Module` with `forward(obs, cam=None, state=None) -> [B, out_dim]` and an
 `out_dim` attribute, and scripts with `torch.jit.script` (the actors run the exported policy).
@@ -256,4 +259,8 @@ def make_encoder(cfg: AgentConfig, obs_shape: Tuple[int, int, int],
         return PixelEncoder(cfg, obs_shape)
     if cfg.encoder == "state":
         return StateEncoder(state_dim)
-    raise ValueError(f"cfg.encoder must be 'fpac', 'pixels' or 'state'; got {cfg.encoder!r}")
+    if cfg.encoder == "pretrained":
+        from fpac_async.pretrained_points import pretrained_encoder  # noqa: PLC0415 (cycle)
+        return pretrained_encoder(cfg, obs_shape)
+    raise ValueError(f"cfg.encoder must be 'fpac', 'pixels', 'state' or 'pretrained'; "
+                     f"got {cfg.encoder!r}")

@@ -82,11 +82,13 @@ class SAC:
                                else -float(self.action_dim))
         self.gamma = float(cfg.gamma)
         self.tau = float(cfg.tau)
-        self.frame_sharing = cfg.encoder == "fpac" and cfg.velocity and hasattr(
+        self.frame_sharing = cfg.encoder in ("fpac", "pretrained") and cfg.velocity and hasattr(
             self.encoder, "points")
 
         lr = lr_at(cfg, env_steps=0)
-        critic_params = list(self.encoder.parameters()) + list(self.critic.parameters())
+        # A frozen encoder (pretrained) has no parameter that requires grad: none is optimised.
+        critic_params = [p for p in self.encoder.parameters() if p.requires_grad] + list(
+            self.critic.parameters())
         self._actor_params = list(self.actor.parameters())
         self.critic_opt = self._adam(critic_params, lr)
         self.actor_opt = self._adam(self._actor_params, lr)

@@ -21,7 +21,8 @@ def run_settings(env: EnvConfig, frame_stack: int, encoder: str) -> dict[str, An
             "camera": int(env.camera), "image_size": int(env.image_size),
             "episode_control_steps": int(env.episode_control_steps),
             "render_quality": env.render_quality, "frame_stack": int(frame_stack),
-            "pixels": encoder != "state"}  # what the encoder changes in an actor's data
+            "pixels": encoder != "state",  # what the encoder changes in an actor's data
+            "state_source": env.state_source}
 
 
 def mismatches(expected: dict[str, Any], got: dict[str, Any] | None) -> list[str]:

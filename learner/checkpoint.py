@@ -35,7 +35,7 @@ COUNTER_KEYS = ("env_steps", "agent_steps", "updates", "episodes", "policy_versi
 # Config fields a resumed run must share with its checkpoint: they fix network shapes or the
 # meaning of the stored data (observation layout, step units).
 COMPATIBLE_FIELDS = (
-    "env.task", "env.image_size", "env.action_repeat",
+    "env.task", "env.image_size", "env.action_repeat", "env.state_source",
     "agent.encoder", "agent.num_points", "agent.softmax", "agent.scalar_feature",
     "agent.velocity", "agent.relative", "agent.camera_offset", "agent.conv_channels",
     "agent.frame_stack", "agent.pixels_feature_dim", "agent.hidden_dim", "agent.hidden_layers",

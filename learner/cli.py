@@ -17,6 +17,7 @@ from typing import Sequence
 
 from fpac_async.cli_args import add_config_args, run_config
 from fpac_async.config import ConfigError, RunConfig, config_json, resolve
+from fpac_async.pretrained_points import check_pretrained
 from learner.service import LearnerService
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             print(config_json(resolve(cfg)))
             return 0
+        check_pretrained(cfg.agent)  # --encoder pretrained: its file, before anything starts
     except ConfigError as e:
         print(f"fpac-learner: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ import numpy as np
 import zmq
 
 from fpac_async.config import RunConfig, task_spec
+from fpac_async.keypoints import keypoint_state_dim
 from fpac_async.protocol import (ACTOR, EVAL_RESULT, EVALUATOR, FIRST, HEARTBEAT, HELLO, STATS,
                                  STEPS, TERMINAL, TRUNCATED, Message, ProtocolError, ShapeError,
                                  decode)
@@ -85,6 +86,8 @@ def task_shapes(cfg: RunConfig) -> TaskShapes:
         raise ValueError(f"no action/state dims known for domain {spec.domain!r}; add it to "
                          f"learner.receiver.DOMAIN_DIMS")
     a, d = DOMAIN_DIMS[spec.domain]
+    if cfg.env.state_source == "keypoints":  # handcrafted keypoints replace the state
+        d = keypoint_state_dim(spec.domain)
     size = cfg.env.image_size or spec.image_size
     return TaskShapes(cfg.env.task, (3, size, size), a, d)
 

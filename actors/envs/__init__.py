@@ -40,9 +40,12 @@ def make_vec_env(env_cfg: EnvConfig, seed: int, num_envs: int,
                   image_size=env_cfg.image_size, camera=env_cfg.camera,
                   episode_control_steps=env_cfg.episode_control_steps,
                   render_quality=render_quality, render=render)
+    keypoints = env_cfg.state_source == "keypoints"  # handcrafted keypoints as the state
+    if keypoints and env_cfg.backend == "envpool":
+        raise ConfigError("state_source 'keypoints' needs the physics: use backend dmc")
     if env_cfg.backend == "dmc":
         from actors.envs.dmc import DmcVecEnv  # noqa: PLC0415 (sets MUJOCO_GL before dm_control)
-        return DmcVecEnv(**common)
+        return DmcVecEnv(**common, keypoints=keypoints)
     if env_cfg.backend == "envpool":
         from actors.envs.envpool_env import EnvpoolVecEnv  # noqa: PLC0415
         return EnvpoolVecEnv(**common)
@@ -50,4 +53,5 @@ def make_vec_env(env_cfg: EnvConfig, seed: int, num_envs: int,
         raise ConfigError("point_reach has action_repeat 1, camera 0 and one render quality")
     from actors.envs.point_reach import PointReachVecEnv  # noqa: PLC0415
     return PointReachVecEnv(num_envs=num_envs, seed=seed, image_size=env_cfg.image_size,
-                            episode_steps=env_cfg.episode_control_steps, render=render)
+                            episode_steps=env_cfg.episode_control_steps, render=render,
+                            keypoints=keypoints)

@@ -17,6 +17,9 @@ times; the difference is (dx, dy) in pixels of the rendered image. Zero for fixe
 
 render=False (encoders that need no pixels): no Camera and no GL context is ever made, frames are
 None and cam is zero; an agent step is then only the physics (plus the state's flattening).
+
+keypoints=True: the state is the handcrafted keypoints of fpac_async/keypoints.py (the
+SAC-keypoints baseline), projected with the render camera's matrix computed from the physics.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from dm_control import suite
 from dm_control.mujoco import Camera
 
 from fpac_async.config import ConfigError, TaskSpec
+from fpac_async.keypoints import DmcKeypoints
 from actors.envs.base import TERMINAL, TRUNCATED, StepBatch, VecEnv
 
 RENDER_QUALITIES = ("benchmark", "fast")
@@ -46,7 +50,8 @@ class DmcVecEnv(VecEnv):
 
     def __init__(self, spec: TaskSpec, num_envs: int, seed: int, action_repeat: int,
                  image_size: int, camera: int, episode_control_steps: int,
-                 render_quality: str = "benchmark", render: bool = True) -> None:
+                 render_quality: str = "benchmark", render: bool = True,
+                 keypoints: bool = False) -> None:
         if render_quality not in RENDER_QUALITIES:
             raise ConfigError(f"render_quality must be one of {RENDER_QUALITIES}; "
                               f"got {render_quality!r}")
@@ -85,6 +90,10 @@ class DmcVecEnv(VecEnv):
         self._act_high = aspec.maximum.astype(np.float64)
         self.state_dim = int(sum(int(np.prod(s.shape)) for s in
                                  self._envs[0].observation_spec().values()))
+        self._keypoints = [DmcKeypoints(env.physics, spec.domain, camera, image_size)
+                           for env in self._envs] if keypoints else None
+        if self._keypoints:
+            self.state_dim = self._keypoints[0].dim
         self._cameras: list[Camera | None] = [None] * num_envs
         self._t = np.zeros(num_envs, np.int64)  # control steps into the episode
         self._prev_pose: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [
@@ -130,7 +139,13 @@ class DmcVecEnv(VecEnv):
             if self.renders:
                 self._render_into(i, out)
                 self._prev_pose[i] = self._camera_pose(i)
-            out.state[i] = flat_state(ts.observation)
+            out.state[i] = self._state(i, ts, first=True)
+
+    def _state(self, i: int, ts, first: bool = False) -> np.ndarray:
+        if self._keypoints is None:
+            return flat_state(ts.observation)
+        keypoints, physics = self._keypoints[i], self._envs[i].physics
+        return keypoints.reset(physics) if first else keypoints.step(physics)
 
     def _step_envs(self, ids: np.ndarray, actions: np.ndarray, out: StepBatch) -> None:
         # Map [-1, 1] to the task's bounds (all suite tasks already use [-1, 1]).
@@ -149,7 +164,7 @@ class DmcVecEnv(VecEnv):
                     break
             out.reward[i] = total
             out.flags[i] = flag
-            out.state[i] = flat_state(ts.observation)
+            out.state[i] = self._state(i, ts)
             if self.renders:
                 self._render_into(i, out)
                 out.cam[i] = self._camera_motion(i)

@@ -4,13 +4,16 @@ A bright dot starts at a random place in the arena [-1, 1]^2 each episode; the 2
 it by up to MAX_MOVE per step (0.1 of the arena's width of 2), clipped to the arena. The target
 is the arena centre, marked faintly in every image. Reward = -distance to the target (dense);
 episodes end only by the time limit (TRUNCATED). Images are H x W CHW RGB (32 x 32 by default).
-State for the state baseline = (dot x, dot y, target x, target y). Env i uses seed + i.
+State for the state baseline = (dot x, dot y, target x, target y); with keypoints=True the
+handcrafted keypoints of the dot's and the target's centres instead (fpac_async/keypoints.py,
+through the image's own pixel mapping `pixel_matrix`). Env i uses seed + i.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from actors.envs.base import TRUNCATED, StepBatch, VecEnv
+from fpac_async.keypoints import keypoint_state
 
 MAX_MOVE = 0.2  # arena units per agent step: 0.1 of the arena width (2)
 DOT_HALF_WIDTH = 1.5  # pixels: the dot covers a 3x3 square
@@ -28,7 +31,7 @@ class PointReachVecEnv(VecEnv):
     provides_cam = True  # the camera is fixed: a zero offset is exact
 
     def __init__(self, num_envs: int, seed: int, image_size: int = 32,
-                 episode_steps: int = 50, render: bool = True) -> None:
+                 episode_steps: int = 50, render: bool = True, keypoints: bool = False) -> None:
         if num_envs < 1 or image_size < 8 or episode_steps < 1:
             raise ValueError("point_reach needs num_envs >= 1, image_size >= 8, episode_steps >= 1")
         self.num_envs = num_envs
@@ -43,7 +46,17 @@ class PointReachVecEnv(VecEnv):
         axis = np.linspace(-1.0, 1.0, image_size)
         self._px_per_unit = (image_size - 1) / 2.0
         self._background = self._draw_background(axis)
+        self.keypoints = bool(keypoints)
+        if self.keypoints:
+            self.state_dim = 8  # 2 keypoints (dot, target) x (position, velocity) x (x, y)
+            self._prev_pos = np.zeros((num_envs, 2), np.float64)
         super().__init__()
+
+    def pixel_matrix(self) -> np.ndarray:
+        """3x4 'camera' matrix taking arena points (x, y, 0, 1) to (column, row, 1) of the image
+        that _render draws (the dot's centre pixel), for the keypoints."""
+        s = self._px_per_unit
+        return np.array([[s, 0.0, 0.0, s], [0.0, -s, 0.0, s], [0.0, 0.0, 0.0, 1.0]])
 
     def _draw_background(self, axis: np.ndarray) -> np.ndarray:
         img = np.empty((3, len(axis), len(axis)), np.uint8)
@@ -68,11 +81,24 @@ class PointReachVecEnv(VecEnv):
         return frames
 
     def _state(self, ids: np.ndarray) -> np.ndarray:
+        if self.keypoints:
+            return self._keypoint_state(ids)
         return np.concatenate([self._pos[ids], self._target[ids]], axis=1).astype(np.float32)
+
+    def _keypoint_state(self, ids: np.ndarray) -> np.ndarray:
+        size, matrix, rows = self.obs_shape[1], self.pixel_matrix(), []
+        for i in ids:
+            now = np.array([[*self._pos[i], 0.0], [*self._target[i], 0.0]])
+            prev = np.array([[*self._prev_pos[i], 0.0], [*self._target[i], 0.0]])
+            rows.append(keypoint_state(now, prev, matrix, size, size))
+            self._prev_pos[i] = self._pos[i]
+        return np.stack(rows)
 
     def _reset_envs(self, ids: np.ndarray, out: StepBatch) -> None:
         for i in ids:
             self._pos[i] = self._rngs[i].uniform(-0.9, 0.9, size=2)
+            if self.keypoints:
+                self._prev_pos[i] = self._pos[i]  # zero velocity at an episode's start
         self._t[ids] = 0
         if self.renders:
             out.frames[ids] = self._render(ids)
