@@ -38,6 +38,7 @@ from actors.policy import ActorPolicy
 from actors.sender import StreamSender
 from actors.stepping import Meter, OverlappedStepper, SequentialStepper
 from fpac_async import protocol as P
+from fpac_async.auth import client_keys_from_env, secure_client
 from fpac_async.config import EnvConfig
 from fpac_async.settings import run_settings
 from fpac_async.transport import (DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, RejectCounter,
@@ -110,10 +111,12 @@ class ActorLoop:
             should_stop: Callable[[], bool] = lambda: False) -> str:
         self._log_renderer()
         ctx = zmq.Context()
+        secure = secure_client(client_keys_from_env())  # CURVE keys from fpac-actors --auth
         # SUB first: a policy published in answer to our first hello must find us subscribed.
-        self.sub = sub_socket(ctx, self.endpoints.pub)
+        self.sub = sub_socket(ctx, self.endpoints.pub, secure=secure)
         self.push = push_socket(ctx, self.endpoints.data, sndbuf=DATA_SOCKET_BUFFER if self.render
-                                else STATE_SOCKET_BUFFER)  # records in flight = policy lag
+                                else STATE_SOCKET_BUFFER,  # records in flight = policy lag
+                                secure=secure)
         envs: list[VecEnv] = []
         try:
             n = self.env_cfg.envs_per_actor

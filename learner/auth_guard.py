@@ -1,0 +1,121 @@
+"""Who may talk to the learner, and a count of who was turned away.
+
+With server keys (`--auth DIR`, fpac_async.auth) the guard runs pyzmq's ZAP authenticator
+(ThreadAuthenticator: a peer is accepted only if its CURVE public key is a file in DIR/actors).
+It MUST start before the CURVE sockets bind: libzmq accepts every client when no ZAP handler runs.
+
+With or without keys, it watches the learner's sockets' monitor events in one thread and counts
+  auth_refused       handshakes refused: a key not listed (ZAP 400) or a peer without CURVE
+                     (mechanism mismatch). Each reconnect attempt of a refused peer counts again.
+  handshakes_failed  other handshakes that never completed: a peer that connected and went away,
+                     a stalled half-sent greeting dropped after transport.HANDSHAKE_IVL_MS,
+                     a malformed greeting.
+  connections        peers connected (handshake done or pending) right now.
+The first event of each kind is logged; the learner's metrics rows carry the counts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
+
+from fpac_async.auth import ServerKeys
+
+log = logging.getLogger(__name__)
+
+_EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+           | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+POLL_MS = 200
+
+
+class AuthGuard:
+    """Start (keys: the ZAP handler) before binding; watch() the bound sockets; close() before
+    closing them."""
+
+    def __init__(self, ctx: zmq.Context, keys: ServerKeys | None = None) -> None:
+        self.keys = keys
+        self._ctx = ctx
+        self._authenticator: ThreadAuthenticator | None = None
+        self._lock = threading.Lock()
+        self._counts = {"auth_refused": 0, "handshakes_failed": 0}
+        self._open = 0
+        self._monitors: list[zmq.Socket] = []
+        self._names: dict[zmq.Socket, str] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        if keys is not None:
+            auth = ThreadAuthenticator(ctx, log=logging.getLogger("learner.zap"))
+            auth.start()
+            auth.configure_curve(domain="*", location=keys.allowed_dir)
+            self._authenticator = auth
+            log.info("CURVE on: encrypted sockets, %d actor keys accepted from %s", keys.allowed,
+                     keys.allowed_dir)
+
+    @property
+    def secure(self):  # -> Callable[[zmq.Socket], None] | None, for transport.learner_sockets
+        return None if self.keys is None else self.keys.apply
+
+    def watch(self, sockets: dict[str, zmq.Socket]) -> None:
+        """Count handshake events of these sockets (name -> socket) from now on, in a thread.
+        Call from the thread that made the sockets, before another thread uses them."""
+        for name, sock in sockets.items():
+            monitor = sock.get_monitor_socket(_EVENTS)
+            self._monitors.append(monitor)
+            self._names[monitor] = name
+        self._thread = threading.Thread(target=self._run, name="auth-guard", daemon=True)
+        self._thread.start()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {**self._counts, "connections": self._open}
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        for monitor in self._monitors:
+            poller.register(monitor, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                for monitor, _ in poller.poll(POLL_MS):
+                    self._on_event(self._names[monitor], recv_monitor_message(monitor))
+        except zmq.ZMQError as e:  # the context was terminated under us: nothing left to watch
+            log.debug("auth guard stopped: %s", e)
+        finally:
+            for monitor in self._monitors:
+                monitor.close(linger=0)
+
+    def _on_event(self, socket_name: str, event: dict) -> None:
+        kind, value = event["event"], int(event["value"])
+        key = None
+        with self._lock:
+            if kind == zmq.EVENT_ACCEPTED:
+                self._open += 1
+            elif kind == zmq.EVENT_DISCONNECTED:
+                self._open = max(0, self._open - 1)
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH or (
+                    kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
+                key = "auth_refused"
+            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                          zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                key = "handshakes_failed"
+            if key is not None:
+                self._counts[key] += 1
+                first = self._counts[key] == 1
+        if key is not None and first:
+            why = (f"ZAP status {value}" if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                   else f"{zmq.Event(kind).name} ({value:#x})")
+            log.warning("%s on the %s socket (%s); further ones are only counted",
+                        "refused a peer" if key == "auth_refused" else "a handshake failed",
+                        socket_name, why)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
