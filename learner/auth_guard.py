@@ -5,8 +5,10 @@ With server keys (`--auth DIR`, fpac_async.auth) the guard runs pyzmq's ZAP auth
 It MUST start before the CURVE sockets bind: libzmq accepts every client when no ZAP handler runs.
 
 With or without keys, it watches the learner's sockets' monitor events in one thread and counts
-  auth_refused       handshakes refused: a key not listed (ZAP 400) or a peer without CURVE
-                     (mechanism mismatch). Each reconnect attempt of a refused peer counts again.
+  auth_refused       handshakes refused: auth_refused_key (a CURVE key not listed: ZAP 400) plus
+                     auth_refused_plain (a peer without CURVE: mechanism mismatch, when the
+                     learner notices it first; a plain peer that hangs up first on seeing the
+                     learner's CURVE greeting is only a failed handshake, below).
   handshakes_failed  other handshakes that never completed: a peer that connected and went away,
                      a stalled half-sent greeting dropped after transport.HANDSHAKE_IVL_MS,
                      a malformed greeting.
@@ -40,7 +42,8 @@ class AuthGuard:
         self._ctx = ctx
         self._authenticator: ThreadAuthenticator | None = None
         self._lock = threading.Lock()
-        self._counts = {"auth_refused": 0, "handshakes_failed": 0}
+        self._counts = {"auth_refused": 0, "auth_refused_key": 0, "auth_refused_plain": 0,
+                        "handshakes_failed": 0}
         self._open = 0
         self._monitors: list[zmq.Socket] = []
         self._names: dict[zmq.Socket, str] = {}
@@ -94,21 +97,25 @@ class AuthGuard:
                 self._open += 1
             elif kind == zmq.EVENT_DISCONNECTED:
                 self._open = max(0, self._open - 1)
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH or (
-                    kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                    and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
-                key = "auth_refused"
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                key = "auth_refused_key"
+            elif (kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                  and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
+                key = "auth_refused_plain"
             elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
                           zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                 key = "handshakes_failed"
             if key is not None:
                 self._counts[key] += 1
+                if key.startswith("auth_refused_"):
+                    self._counts["auth_refused"] += 1
                 first = self._counts[key] == 1
         if key is not None and first:
-            why = (f"ZAP status {value}" if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                   else f"{zmq.Event(kind).name} ({value:#x})")
+            why = {"auth_refused_key": f"its key is not listed: ZAP status {value}",
+                   "auth_refused_plain": "it does not speak CURVE"}.get(
+                key, f"{zmq.Event(kind).name} ({value:#x})")
             log.warning("%s on the %s socket (%s); further ones are only counted",
-                        "refused a peer" if key == "auth_refused" else "a handshake failed",
+                        "refused a peer" if key != "handshakes_failed" else "a handshake failed",
                         socket_name, why)
 
     def close(self) -> None:
