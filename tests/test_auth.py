@@ -111,13 +111,27 @@ def test_unusable_key_directories_are_clear_errors(tmp_path):
 
 
 def test_actor_keys_travel_to_spawned_processes_in_the_environment(tmp_path, monkeypatch):
-    monkeypatch.delenv(ENV_DIR, raising=False)
-    monkeypatch.delenv(ENV_KEY, raising=False)
+    monkeypatch.setenv(ENV_DIR, "")  # restored after the test, whatever export_client_keys did
+    monkeypatch.setenv(ENV_KEY, "")
     create_keys(str(tmp_path), actors=2)
     assert client_keys_from_env() is None
     exported = export_client_keys(str(tmp_path), "actor-1")
     assert client_keys_from_env() == exported == load_client_keys(str(tmp_path), "actor-1")
     assert export_client_keys(None) is None and client_keys_from_env() is None
+
+
+def test_fpac_train_gives_the_keys_to_its_learner_and_actor_processes(tmp_path, monkeypatch):
+    from deploy.local_run import LocalRun  # noqa: PLC0415
+    monkeypatch.setenv(ENV_DIR, "")
+    monkeypatch.setenv(ENV_KEY, "")
+    cfg = _config(str(tmp_path / "run"), free_port_pair())
+    with pytest.raises(AuthError, match="no such directory"):
+        LocalRun(cfg, 1, progress=False, auth_dir=str(tmp_path / "missing"))
+    keys = str(tmp_path / "keys")
+    create_keys(keys, actors=2)
+    run = LocalRun(cfg, 1, progress=False, auth_dir=keys, auth_key="actor-1")
+    assert run.service.auth_dir == keys
+    assert client_keys_from_env() == load_client_keys(keys, "actor-1")  # what spawned actors read
 
 
 def test_curve_learner_admits_a_listed_actor_and_refuses_strangers(tmp_path, monkeypatch):
