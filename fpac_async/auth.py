@@ -22,6 +22,7 @@ import logging
 import os
 import stat
 from dataclasses import dataclass
+from typing import Callable
 
 import zmq
 import zmq.auth
@@ -150,5 +151,6 @@ def client_keys_from_env() -> ClientKeys | None:
     return load_client_keys(keys_dir, os.environ.get(ENV_KEY) or DEFAULT_ACTOR_KEY)
 
 
-def secure_client(keys: ClientKeys | None):  # -> Callable[[zmq.Socket], None] | None
+def secure_client(keys: ClientKeys | None) -> Callable[[zmq.Socket], None] | None:
+    """The `secure` argument of the transport socket factories: CURVE client keys, or plain."""
     return None if keys is None else keys.apply

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -58,7 +59,8 @@ class AuthGuard:
                      keys.allowed_dir)
 
     @property
-    def secure(self):  # -> Callable[[zmq.Socket], None] | None, for transport.learner_sockets
+    def secure(self) -> Callable[[zmq.Socket], None] | None:
+        """The `secure` argument of transport.learner_sockets: CURVE server keys, or plain."""
         return None if self.keys is None else self.keys.apply
 
     def watch(self, sockets: dict[str, zmq.Socket]) -> None:
