@@ -1,5 +1,5 @@
 """CurveZMQ (Ironhouse): fpac-keys writes usable keys; a learner started with --auth admits a real
-actor whose key is listed, and refuses, counts and tells nothing to peers without CURVE or with a
+actor and evaluator whose key is listed, and refuses, counts and tells nothing to peers without CURVE or with a
 key it does not list; bad key directories are clear errors."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 import zmq
 
 from actors.actor_loop import ActorLoop
+from actors.eval_loop import EvalLoop
 from deploy.keys_cli import create_keys
 from fpac_async import protocol as P
 from fpac_async.auth import (ENV_DIR, ENV_KEY, AuthError, ClientKeys, client_keys_from_env,
@@ -180,8 +181,19 @@ def test_curve_learner_admits_a_listed_actor_and_refuses_strangers(tmp_path, mon
                          frame_stack=cfg.agent.frame_stack, encoder=cfg.agent.encoder)
         actor = threading.Thread(target=lambda: loop.run(max_agent_steps=48), daemon=True)
         actor.start()
+        # ... and an evaluator, which talks on the control socket.
+        done = threading.Event()
+        evaluator = EvalLoop(5, cfg.env, address, seed=0, frame_stack=cfg.agent.frame_stack,
+                             encoder=cfg.agent.encoder, episodes=1)
+        evaluating = threading.Thread(target=lambda: evaluator.run(should_stop=done.is_set),
+                                      daemon=True)
+        evaluating.start()
         wait_for(lambda: receiver.agent_steps >= 40, "the listed actor's steps")
+        wait_for(lambda: 5 in service.evaluator.alive() and getattr(evaluator, "policy", None)
+                 is not None and evaluator.policy.ready, "the evaluator's hello and the policy")
+        done.set()
         actor.join(30)
+        evaluating.join(30)
         # The policy went out (answering the actor's hello) while the strangers listened.
         for _, sub in strangers:
             assert not sub.poll(500, zmq.POLLIN), "a stranger received a broadcast"
