@@ -1,8 +1,9 @@
 """A real learner process (`python -m learner.cli`) under a connection storm on loopback: 1,000
 rapid connect/disconnects spread over its three ports (raw TCP, some sending part of a ZMTP
-greeting, some full ZeroMQ handshakes) and a few stalled half-sent greetings. It stays up, drops
-the stalled peers after transport.HANDSHAKE_IVL_MS, counts the failed handshakes, still answers
-a good actor, and its memory and open file count come back to where they were (bounded growth)."""
+greeting, some full ZeroMQ handshakes), a few stalled half-sent greetings and two peers stalled
+half-way through a message. It stays up, drops the stalled greetings after
+transport.HANDSHAKE_IVL_MS, counts the failed handshakes, still answers a good actor, and its
+memory and open file count come back to where they were (bounded growth)."""
 from __future__ import annotations
 
 import json
@@ -26,6 +27,10 @@ LOOPBACK = "127.0.0.1"
 STORM = 1000  # connect/disconnects: 900 raw TCP + 100 ZeroMQ sockets
 STALLED = 5
 GREETING = b"\xff" + bytes(8) + b"\x7f\x03\x00NULL" + bytes(16) + b"\x00" + bytes(31)  # ZMTP 3.0
+# After the greeting, a NULL-mechanism READY command saying "I am a PUSH socket" (ZMTP 3.0 spec).
+READY_PUSH = b"\x04\x1a\x05READY\x0bSocket-Type\x00\x00\x00\x04PUSH"
+HALF_MESSAGE = 2**20  # a declared frame size; only HALF_SENT bytes of it are sent
+HALF_SENT = 4096
 RSS_SLACK_KB = 32 * 1024  # allocator noise; a per-connection leak of 1000 x 32 KiB would exceed it
 FD_SLACK = 3
 
@@ -90,6 +95,20 @@ def _policy(ctx: zmq.Context, address: str, settings: dict, timeout_s: float = 6
         sub.close(linger=0)
 
 
+def _half_sent_message(port: int) -> socket.socket:
+    """A peer that completes the ZeroMQ handshake as a PUSH, starts a 1 MiB message, sends 4 KiB
+    of it and stalls (held open by the caller)."""
+    raw = socket.create_connection((LOOPBACK, port), timeout=30)
+    raw.sendall(GREETING + READY_PUSH)
+    got = b""
+    while b"READY" not in got:  # the learner's greeting and READY: the handshake is complete
+        chunk = raw.recv(256)
+        assert chunk, f"the learner closed a handshaking peer on port {port}"
+        got += chunk
+    raw.sendall(b"\x02" + HALF_MESSAGE.to_bytes(8, "big") + bytes(HALF_SENT))  # a long frame
+    return raw
+
+
 def _storm(ctx: zmq.Context, port: int) -> None:
     for i in range(STORM):
         target = port + i % 3  # data, broadcast, control
@@ -125,21 +144,24 @@ def test_learner_survives_a_connection_storm_and_stalled_greetings(tmp_path):
             raw = socket.create_connection((LOOPBACK, port + k % 3), timeout=10)
             raw.sendall(GREETING[:11])
             stalled.append(raw)
+        # Half-sent messages after a completed handshake: no handshake timeout applies, so these
+        # stay connected (counted in `connections`); they must block nobody else.
+        half = [_half_sent_message(port), _half_sent_message(port + 2)]
         assert proc.poll() is None, "the learner died in the storm"
 
         # Each stalled peer is dropped by the learner once HANDSHAKE_IVL_MS has passed
         # (libzmq's own default would hold it for 30 s).
         for raw in stalled:
             _wait_for_eof(raw, HANDSHAKE_IVL_MS / 1000 + 12)
-        fds = _settle(proc.pid, base_fds + FD_SLACK, 20.0)
-        assert fds <= base_fds + FD_SLACK, (base_fds, fds)
+        fds = _settle(proc.pid, base_fds + len(half) + FD_SLACK, 20.0)
+        assert fds <= base_fds + len(half) + FD_SLACK, (base_fds, fds)
 
         assert _policy(ctx, address, settings).kind == P.POLICY  # still serves a good actor
         rss = _rss_kb(proc.pid)
         assert rss <= base_rss + RSS_SLACK_KB, (base_rss, rss)
         assert proc.poll() is None
     finally:
-        for raw in stalled:
+        for raw in stalled + locals().get("half", []):
             raw.close()
         ctx.destroy(linger=0)
         if proc.poll() is None:
