@@ -47,6 +47,7 @@ class AuthGuard:
                         "handshakes_failed": 0}
         self._open = 0
         self._monitors: list[zmq.Socket] = []
+        self._watched: list[zmq.Socket] = []
         self._names: dict[zmq.Socket, str] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -66,6 +67,7 @@ class AuthGuard:
     def watch(self, sockets: dict[str, zmq.Socket]) -> None:
         """Count handshake events of these sockets (name -> socket) from now on, in a thread.
         Call from the thread that made the sockets, before another thread uses them."""
+        self._watched = list(sockets.values())
         for name, sock in sockets.items():
             monitor = sock.get_monitor_socket(_EVENTS)
             self._monitors.append(monitor)
@@ -84,7 +86,12 @@ class AuthGuard:
         try:
             while not self._stop.is_set():
                 for monitor, _ in poller.poll(POLL_MS):
-                    self._on_event(self._names[monitor], recv_monitor_message(monitor))
+                    event = recv_monitor_message(monitor)
+                    try:
+                        self._on_event(self._names[monitor], event)
+                    except Exception:  # noqa: BLE001 - this thread must keep draining: libzmq's
+                        # IO thread blocks once a monitor queue is full (libzmq issue #3575)
+                        log.exception("could not count a socket event %s", event)
         except zmq.ZMQError as e:  # the context was terminated under us: nothing left to watch
             log.debug("auth guard stopped: %s", e)
         finally:
@@ -121,6 +128,15 @@ class AuthGuard:
                         socket_name, why)
 
     def close(self) -> None:
+        """Call once no other thread uses the watched sockets: monitoring stops on each socket
+        before its monitor queue closes (an event sent to a closed monitor queue would block
+        libzmq's IO thread for good, libzmq issue #3575)."""
+        for sock in self._watched:
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError as e:
+                log.debug("disable_monitor: %s", e)
+        self._watched = []
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
