@@ -161,11 +161,15 @@ class ActorLoop:
                  self.env_cfg.task, self.env_cfg.backend, self.renderer)
 
     def _wait_for_policy(self, env: VecEnv, should_stop: Callable[[], bool]) -> bool:
-        """Send hello every hello_every_s until a policy arrives; False if told to stop."""
+        """Send hello every hello_every_s until a policy arrives; False if told to stop.
+        A policy that arrives before any hello could be sent (the broadcast connected first: the
+        learner's start-up broadcast, or a slower CURVE handshake on the data socket) answered
+        no hello of ours: one is owed, or the learner would refuse our steps for good."""
+        sent = False
         while not self.policy.ready:
             if self._stop or should_stop():
                 return False
-            self._hello(env)
+            sent = self._hello(env) or sent
             deadline = time.monotonic() + self.hello_every_s
             while not self.policy.ready and not self._stop:
                 left_ms = int((deadline - time.monotonic()) * 1000)
@@ -174,6 +178,7 @@ class ActorLoop:
                 self._receive(timeout_ms=left_ms)
         log.info("actor %d: policy version %d (random=%s)", self.actor_id, self.policy.version,
                  self.policy.random)
+        self._hello_owed = self._hello_owed or not sent
         return True
 
     def _hello(self, env: VecEnv) -> bool:
