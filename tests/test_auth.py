@@ -135,6 +135,27 @@ def test_fpac_train_gives_the_keys_to_its_learner_and_actor_processes(tmp_path, 
     assert client_keys_from_env() == load_client_keys(keys, "actor-1")  # what spawned actors read
 
 
+def test_fpac_train_with_auth_runs_to_the_end(tmp_path):
+    """`fpac-train --auth` end to end: its spawned actor and evaluator processes use the keys
+    (a refused actor would never deliver a step: the run would not end)."""
+    keys, run_dir = str(tmp_path / "keys"), str(tmp_path / "run")
+    create_keys(keys, actors=1)
+    cmd = [sys.executable, "-m", "deploy.train_cli", "--auth", keys, "--task", "point_reach",
+           "--num-points", "4", "--hidden-dim", "32", "--conv-channels", "8", "--batch-size", "16",
+           "--initial-random-steps", "100", "--eval-every-env-steps", "200", "--eval-episodes",
+           "2", "--log-every-s", "0.5", "--actors", "1", "--no-gif", "--env-steps", "400",
+           "--run-dir", run_dir, "--gpus", "0"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["env_steps"] >= 400 and last["auth_refused"] == 0
+    with open(os.path.join(run_dir, "evals.jsonl")) as f:
+        assert any(json.loads(line)["final"] for line in f)
+    assert "CURVE on" in out.stderr
+
+
 def test_curve_learner_admits_a_listed_actor_and_refuses_strangers(tmp_path, monkeypatch):
     keys, other = str(tmp_path / "keys"), str(tmp_path / "other")
     create_keys(keys, actors=1)
