@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_EPISODES_PER_STATS = 1000  # the protocol's cap on meta.episodes
 LANE_B_SEED_OFFSET = 250  # lane B's random-phase action generator: seed + 250 (lane A: seed)
+OWED_HELLO_WAIT_MS = 1000  # how long an owed hello waits for room in the data queue, per step
 
 
 class ActorLoop:
@@ -181,9 +182,13 @@ class ActorLoop:
         self._hello_owed = self._hello_owed or not sent
         return True
 
-    def _hello(self, env: VecEnv) -> bool:
+    def _hello(self, env: VecEnv, wait_ms: int = 0) -> bool:
         """Send hello; False if it could not be sent now (no learner connected, or a full
-        queue): the caller tries again."""
+        queue): the caller tries again. wait_ms: wait that long for room in the queue first (an
+        owed hello: the blocking steps sends would otherwise refill the queue before every
+        attempt, and the learner refuses those steps until the hello arrives)."""
+        if wait_ms > 0 and not self.push.poll(wait_ms, zmq.POLLOUT):
+            return False
         msg = P.hello_message(self.actor_id, self.env_cfg.task, os.getpid(), env.obs_shape,
                               env.action_dim, seq=self._out_seq, state_dim=env.state_dim,
                               role=P.ACTOR, settings=self.settings)
@@ -227,7 +232,8 @@ class ActorLoop:
                 self._send_stats(meter, sender, env, now - last_stats)
                 last_stats = now
             if (self._hello_owed or now - self._last_heard > self.silence_hello_s) \
-                    and self._hello(env):  # a restarted learner re-publishes its policy on hello
+                    and self._hello(env, OWED_HELLO_WAIT_MS if self._hello_owed else 0):
+                # a restarted learner re-publishes its policy on hello
                 self._last_heard, self._hello_owed = now, False
             if self._stop:
                 reason = self._stop_reason

@@ -356,8 +356,8 @@ def test_an_actor_whose_hello_could_not_be_sent_says_hello_once_connected():
     loop = ActorLoop(5, ENV, learner.endpoint, seed=11, steps_per_message=8,
                      silence_hello_s=1e9)  # no hello after a silence: only the owed one
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.setdefault("r", loop.run(max_agent_steps=64)),
-                              daemon=True)
+    thread = threading.Thread(
+        target=lambda: result.setdefault("r", loop.run(max_agent_steps=10**6)), daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 30
