@@ -38,6 +38,7 @@ from actors.policy import ActorPolicy
 from actors.sender import StreamSender
 from actors.stepping import Meter, OverlappedStepper, SequentialStepper
 from fpac_async import protocol as P
+from fpac_async.auth import client_keys_from_env, secure_client
 from fpac_async.config import EnvConfig
 from fpac_async.settings import run_settings
 from fpac_async.transport import (DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, RejectCounter,
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_EPISODES_PER_STATS = 1000  # the protocol's cap on meta.episodes
 LANE_B_SEED_OFFSET = 250  # lane B's random-phase action generator: seed + 250 (lane A: seed)
+OWED_HELLO_WAIT_MS = 1000  # how long an owed hello waits for room in the data queue, per step
 
 
 class ActorLoop:
@@ -110,10 +112,12 @@ class ActorLoop:
             should_stop: Callable[[], bool] = lambda: False) -> str:
         self._log_renderer()
         ctx = zmq.Context()
+        secure = secure_client(client_keys_from_env())  # CURVE keys from fpac-actors --auth
         # SUB first: a policy published in answer to our first hello must find us subscribed.
-        self.sub = sub_socket(ctx, self.endpoints.pub)
+        self.sub = sub_socket(ctx, self.endpoints.pub, secure=secure)
         self.push = push_socket(ctx, self.endpoints.data, sndbuf=DATA_SOCKET_BUFFER if self.render
-                                else STATE_SOCKET_BUFFER)  # records in flight = policy lag
+                                else STATE_SOCKET_BUFFER,  # records in flight = policy lag
+                                secure=secure)
         envs: list[VecEnv] = []
         try:
             n = self.env_cfg.envs_per_actor
@@ -158,11 +162,15 @@ class ActorLoop:
                  self.env_cfg.task, self.env_cfg.backend, self.renderer)
 
     def _wait_for_policy(self, env: VecEnv, should_stop: Callable[[], bool]) -> bool:
-        """Send hello every hello_every_s until a policy arrives; False if told to stop."""
+        """Send hello every hello_every_s until a policy arrives; False if told to stop.
+        A policy that arrives before any hello could be sent (the broadcast connected first: the
+        learner's start-up broadcast, or a slower CURVE handshake on the data socket) answered
+        no hello of ours: one is owed, or the learner would refuse our steps for good."""
+        sent = False
         while not self.policy.ready:
             if self._stop or should_stop():
                 return False
-            self._hello(env)
+            sent = self._hello(env) or sent
             deadline = time.monotonic() + self.hello_every_s
             while not self.policy.ready and not self._stop:
                 left_ms = int((deadline - time.monotonic()) * 1000)
@@ -171,11 +179,16 @@ class ActorLoop:
                 self._receive(timeout_ms=left_ms)
         log.info("actor %d: policy version %d (random=%s)", self.actor_id, self.policy.version,
                  self.policy.random)
+        self._hello_owed = self._hello_owed or not sent
         return True
 
-    def _hello(self, env: VecEnv) -> bool:
+    def _hello(self, env: VecEnv, wait_ms: int = 0) -> bool:
         """Send hello; False if it could not be sent now (no learner connected, or a full
-        queue): the caller tries again."""
+        queue): the caller tries again. wait_ms: wait that long for room in the queue first (an
+        owed hello: the blocking steps sends would otherwise refill the queue before every
+        attempt, and the learner refuses those steps until the hello arrives)."""
+        if wait_ms > 0 and not self.push.poll(wait_ms, zmq.POLLOUT):
+            return False
         msg = P.hello_message(self.actor_id, self.env_cfg.task, os.getpid(), env.obs_shape,
                               env.action_dim, seq=self._out_seq, state_dim=env.state_dim,
                               role=P.ACTOR, settings=self.settings)
@@ -219,7 +232,8 @@ class ActorLoop:
                 self._send_stats(meter, sender, env, now - last_stats)
                 last_stats = now
             if (self._hello_owed or now - self._last_heard > self.silence_hello_s) \
-                    and self._hello(env):  # a restarted learner re-publishes its policy on hello
+                    and self._hello(env, OWED_HELLO_WAIT_MS if self._hello_owed else 0):
+                # a restarted learner re-publishes its policy on hello
                 self._last_heard, self._hello_owed = now, False
             if self._stop:
                 reason = self._stop_reason

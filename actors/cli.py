@@ -18,6 +18,7 @@ import logging
 import sys
 
 from fpac_async.cli_args import add_config_args, config_from_args
+from fpac_async.auth import DEFAULT_ACTOR_KEY, export_client_keys
 from fpac_async.config import ConfigError, EnvConfig, resolve
 from fpac_async.transport import actor_endpoints
 
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds between per-actor stats tables")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--auth", metavar="DIR", default=None,
+                        help="CurveZMQ: connect with DIR/actors_secret/NAME.key_secret to the "
+                             "learner whose public key is DIR/learner.key (see fpac-keys)")
+    parser.add_argument("--auth-key", metavar="NAME", default=DEFAULT_ACTOR_KEY,
+                        help="with --auth: this machine's key name")
     add_config_args(parser, only=ENV_FLAGS)
     return parser
 
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve(config_from_args(args))
         actor_endpoints(args.learner)
+        export_client_keys(args.auth, args.auth_key)  # spawned actors inherit it; AuthError
         if args.n < 0 or args.n + args.evaluator < 1 or args.steps_per_message < 1:
             raise ConfigError("--n must be >= 1 (or 0 with --evaluator) and "
                               "--steps-per-message >= 1")

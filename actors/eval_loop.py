@@ -28,6 +28,7 @@ from actors.envs import make_vec_env
 from actors.evaluator import EVAL_SEED_OFFSET, Evaluator
 from actors.policy import ActorPolicy
 from fpac_async import protocol as P
+from fpac_async.auth import client_keys_from_env, secure_client
 from fpac_async.config import EnvConfig
 from fpac_async.settings import run_settings
 from fpac_async.transport import (CONTROL_RCVHWM as CONTROL_SNDHWM, RejectCounter,
@@ -74,9 +75,10 @@ class EvalLoop:
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> str:
         torch.set_num_threads(1)
         ctx = zmq.Context()
-        self.sub = sub_socket(ctx, self.endpoints.pub)  # SUB first: no broadcast is missed
+        secure = secure_client(client_keys_from_env())  # CURVE keys from fpac-actors --auth
+        self.sub = sub_socket(ctx, self.endpoints.pub, secure=secure)  # SUB first: none missed
         self.push = push_socket(ctx, self.endpoints.control, sndhwm=CONTROL_SNDHWM, linger_ms=0,
-                                sndbuf=-1)
+                                sndbuf=-1, secure=secure)
         try:
             env = self.evaluator.open(self.episodes)
             self.obs_shape, self.action_dim = env.obs_shape, env.action_dim

@@ -35,10 +35,13 @@ from fpac_async.transport import pull_socket, push_socket, send_message  # noqa:
 RESULTS = os.path.join(ROOT, "bench", "results", "transport.jsonl")
 
 
-def _sender(endpoint: str, mode: str, seconds: float, image: int, per_msg: int) -> None:
+def _sender(endpoint: str, mode: str, seconds: float, image: int, per_msg: int,
+            keys_dir: str | None = None) -> None:
     from actors.sender import StreamSender  # noqa: PLC0415
+    from fpac_async.auth import load_client_keys  # noqa: PLC0415
     ctx = zmq.Context()
-    sock = push_socket(ctx, endpoint)
+    sock = push_socket(ctx, endpoint,
+                       secure=None if keys_dir is None else load_client_keys(keys_dir).apply)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (1, 3, image, image), dtype=np.uint8)
     action = rng.uniform(-1, 1, (1, 1)).astype(np.float32)
@@ -73,11 +76,16 @@ def _sender(endpoint: str, mode: str, seconds: float, image: int, per_msg: int) 
     ctx.term()
 
 
-def measure(mode: str, seconds: float, image: int, per_msg: int, port: int) -> dict:
+def measure(mode: str, seconds: float, image: int, per_msg: int, port: int,
+            keys_dir: str | None = None) -> dict:
+    """keys_dir: a fpac-keys directory: CURVE on (encrypted, the sender's key checked by ZAP)."""
+    from fpac_async.auth import load_server_keys  # noqa: PLC0415
+    from learner.auth_guard import AuthGuard  # noqa: PLC0415
     ctx = zmq.Context()
-    pull = pull_socket(ctx, f"tcp://127.0.0.1:{port}")
+    guard = AuthGuard(ctx, None if keys_dir is None else load_server_keys(keys_dir))
+    pull = pull_socket(ctx, f"tcp://127.0.0.1:{port}", secure=guard.secure)
     proc = mp.get_context("spawn").Process(
-        target=_sender, args=(f"tcp://127.0.0.1:{port}", mode, seconds, image, per_msg))
+        target=_sender, args=(f"tcp://127.0.0.1:{port}", mode, seconds, image, per_msg, keys_dir))
     proc.start()
     records = nbytes = messages = 0
     start = None
@@ -99,6 +107,7 @@ def measure(mode: str, seconds: float, image: int, per_msg: int, port: int) -> d
     elapsed = time.perf_counter() - (start or time.perf_counter())
     receiver_cpu = (time.process_time() - cpu0) / max(messages, 1) * 1e6
     proc.join()
+    guard.close()
     pull.close(linger=0)
     ctx.term()
     return {"mode": mode, "transitions_per_s": records / elapsed, "MB_per_s": nbytes / elapsed / 1e6,

@@ -31,6 +31,7 @@ import time
 from typing import Any, TextIO
 
 from actors.supervisor import Supervisor
+from fpac_async.auth import DEFAULT_ACTOR_KEY, export_client_keys
 from fpac_async.config import RunConfig
 from learner.metrics import status_line
 from learner.service import LearnerService
@@ -115,14 +116,19 @@ class LocalRun:
     (0 done, 2 could not start, 128 + signal when stopped, 1 failure)."""
 
     def __init__(self, cfg: RunConfig, actors: int, resume: bool = False,
-                 progress: bool = True, poll_s: float = 0.2) -> None:
+                 progress: bool = True, poll_s: float = 0.2, auth_dir: str | None = None,
+                 auth_key: str = DEFAULT_ACTOR_KEY) -> None:
+        """auth_dir: a fpac-keys directory: the learner runs CURVE (fpac-learner --auth) and the
+        actors and evaluator use key `auth_key` (exported to their environment; AuthError now if
+        a key is missing)."""
         if actors < 1:
             raise ValueError(f"--actors must be >= 1; got {actors}")
+        export_client_keys(auth_dir, auth_key)
         self.cfg = cfg
         self.actors = actors
         self.resume = resume
         self.poll_s = poll_s
-        self.service = LearnerService(cfg, resume=resume, console=False)
+        self.service = LearnerService(cfg, resume=resume, console=False, auth_dir=auth_dir)
         # One evaluator process beside the actors: evaluations never pause training.
         evaluators = int(cfg.learner.eval_every_env_steps > 0 and cfg.learner.eval_episodes > 0)
         self.supervisor = Supervisor(actors, cfg.env, connect_address(cfg.learner.bind),

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="record an evaluation GIF with the feature points at the end")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    parser.add_argument("--auth", metavar="DIR", default=None,
+                        help="CurveZMQ between learner and actors (even on loopback): keys from "
+                             "DIR, made by fpac-keys DIR")
+    parser.add_argument("--auth-key", metavar="NAME", default="actor-0",
+                        help="with --auth: the actors' and evaluator's key, "
+                             "DIR/actors_secret/NAME.key_secret")
     parser.add_argument("--print-config", action="store_true",
                         help="print the run's resolved config (task defaults under the flags) "
                              "as JSON and exit")
@@ -127,7 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("%s run %s: task %s, %d actors, learner on %s at %s, budget %d env steps",
              "resuming" if args.resume else "starting", cfg.run_dir, cfg.env.task, actors,
              "cuda:0" if gpu else "cpu", cfg.learner.bind, cfg.env_steps)
-    run = local_run.LocalRun(cfg, actors, resume=bool(args.resume))
+    from fpac_async.auth import AuthError  # noqa: PLC0415
+    try:
+        run = local_run.LocalRun(cfg, actors, resume=bool(args.resume), auth_dir=args.auth,
+                                 auth_key=args.auth_key)
+    except AuthError as e:
+        log.error("%s", e)
+        return 2
     code = run.run()
     report(cfg, code, gif=args.gif and code == 0)
     return code

@@ -22,6 +22,8 @@ from fpac_async.protocol import DEFAULT_MAX_BYTES, Message, ProtocolError, decod
 
 log = logging.getLogger(__name__)
 
+Secure = Callable[[zmq.Socket], None]  # CURVE keys, applied before bind/connect (fpac_async.auth)
+
 # Data path queues are kept SHORT on purpose: when the learner stops reading (replay-ratio
 # admission), whatever the actor->learner path can hold was produced by older policies and will be
 # trained on late. Per actor that is SNDHWM + RCVHWM messages plus the two kernel buffers (set
@@ -38,6 +40,10 @@ PUB_SNDHWM = 4  # policy broadcasts queued per subscriber (dropped beyond: a new
 SUB_RCVHWM = 4
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 5000
+# A peer must finish the ZMTP (and CURVE) handshake within this time, or the learner drops it: a
+# stalled half-sent greeting holds a file descriptor for 10 s at most (libzmq's default: 30 s).
+HANDSHAKE_IVL_MS = 10_000
+PUB_MAX_BYTES = 4 * 2**10  # what a PUB receives: subscriptions (ours are empty)
 # pyzmq copies frames below this size even with copy=False: zero-copy only pays for large frames.
 COPY_THRESHOLD = 64 * 2**10
 
@@ -113,8 +119,10 @@ def tune_malloc_for_messages() -> bool:
     return _malloc_tuned
 
 
-def _socket(ctx: zmq.Context, kind: int, linger_ms: int) -> zmq.Socket:
+def _socket(ctx: zmq.Context, kind: int, linger_ms: int, secure: Secure | None = None) -> zmq.Socket:
     sock = ctx.socket(kind)
+    if secure is not None:
+        secure(sock)
     sock.setsockopt(zmq.LINGER, linger_ms)
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
@@ -123,13 +131,14 @@ def _socket(ctx: zmq.Context, kind: int, linger_ms: int) -> zmq.Socket:
 
 
 def push_socket(ctx: zmq.Context, connect: str, sndhwm: int = PUSH_SNDHWM, linger_ms: int = 1000,
-                send_timeout_ms: int = -1, sndbuf: int = DATA_SOCKET_BUFFER) -> zmq.Socket:
+                send_timeout_ms: int = -1, sndbuf: int = DATA_SOCKET_BUFFER,
+                secure: Secure | None = None) -> zmq.Socket:
     """Actor data socket. IMMEDIATE: queue only to a live connection, so a send with no learner
     blocks (or raises zmq.Again) instead of piling up in a pipe to nobody. sndbuf: the kernel
     send buffer in bytes (-1: the OS default, autotuned; see DATA_SOCKET_BUFFER). Tunes this process's allocator for
     large messages (tune_malloc_for_messages)."""
     tune_malloc_for_messages()
-    sock = _socket(ctx, zmq.PUSH, linger_ms)
+    sock = _socket(ctx, zmq.PUSH, linger_ms, secure)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.setsockopt(zmq.SNDTIMEO, send_timeout_ms)
@@ -140,13 +149,14 @@ def push_socket(ctx: zmq.Context, connect: str, sndhwm: int = PUSH_SNDHWM, linge
 
 def pull_socket(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES,
                 rcvhwm: int = PULL_RCVHWM, linger_ms: int = 0,
-                rcvbuf: int = DATA_SOCKET_BUFFER) -> zmq.Socket:
+                rcvbuf: int = DATA_SOCKET_BUFFER, secure: Secure | None = None) -> zmq.Socket:
     """Learner data socket. MAXMSGSIZE makes libzmq drop (and disconnect) any frame over max_bytes
     before Python sees it; decode() still caps the total of all frames. rcvbuf: the kernel receive
     buffer in bytes (-1: the OS default, autotuned; see DATA_SOCKET_BUFFER). Tunes this process's allocator for large
     messages (tune_malloc_for_messages)."""
     tune_malloc_for_messages()
-    sock = _socket(ctx, zmq.PULL, linger_ms)
+    sock = _socket(ctx, zmq.PULL, linger_ms, secure)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     sock.setsockopt(zmq.RCVBUF, rcvbuf)
@@ -154,19 +164,24 @@ def pull_socket(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES,
     return sock
 
 
-def pub_socket(ctx: zmq.Context, bind: str, sndhwm: int = PUB_SNDHWM, linger_ms: int = 0) -> zmq.Socket:
-    """Learner broadcast socket. PUB drops for a slow subscriber past SNDHWM (never blocks)."""
-    sock = _socket(ctx, zmq.PUB, linger_ms)
+def pub_socket(ctx: zmq.Context, bind: str, sndhwm: int = PUB_SNDHWM, linger_ms: int = 0,
+               secure: Secure | None = None) -> zmq.Socket:
+    """Learner broadcast socket. PUB drops for a slow subscriber past SNDHWM (never blocks).
+    With `secure` (CURVE server keys) a SUB must authenticate to receive anything."""
+    sock = _socket(ctx, zmq.PUB, linger_ms, secure)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
+    sock.setsockopt(zmq.MAXMSGSIZE, PUB_MAX_BYTES)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.bind(bind)
     return sock
 
 
 def sub_socket(ctx: zmq.Context, connect: str, max_bytes: int = DEFAULT_MAX_BYTES,
-               rcvhwm: int = SUB_RCVHWM, linger_ms: int = 0) -> zmq.Socket:
+               rcvhwm: int = SUB_RCVHWM, linger_ms: int = 0,
+               secure: Secure | None = None) -> zmq.Socket:
     """Actor broadcast socket, subscribed to everything. PUB/SUB loses what was sent before the
     subscription reached the learner: actors send hello until a policy arrives."""
-    sock = _socket(ctx, zmq.SUB, linger_ms)
+    sock = _socket(ctx, zmq.SUB, linger_ms, secure)
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
@@ -179,17 +194,18 @@ CONTROL_MAX_BYTES = 1 * 2**20  # hellos, heartbeats and eval results are a few h
 
 
 def learner_sockets(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES,
-                    data_buffer: int = DATA_SOCKET_BUFFER
+                    data_buffer: int = DATA_SOCKET_BUFFER, secure: Secure | None = None
                     ) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
     """(data PULL, broadcast PUB, control PULL) bound as `--bind` says; none is left bound if
-    one of them cannot bind. data_buffer: the data socket's kernel receive buffer."""
+    one of them cannot bind. data_buffer: the data socket's kernel receive buffer. secure: CURVE
+    server keys for all three (fpac_async.auth.ServerKeys.apply; a ZAP handler must run)."""
     ep = learner_endpoints(bind)
     made: list[zmq.Socket] = []
     try:
-        made.append(pull_socket(ctx, ep.data, max_bytes, rcvbuf=data_buffer))
-        made.append(pub_socket(ctx, ep.pub))
+        made.append(pull_socket(ctx, ep.data, max_bytes, rcvbuf=data_buffer, secure=secure))
+        made.append(pub_socket(ctx, ep.pub, secure=secure))
         made.append(pull_socket(ctx, ep.control, CONTROL_MAX_BYTES, rcvhwm=CONTROL_RCVHWM,
-                                rcvbuf=-1))
+                                rcvbuf=-1, secure=secure))
     except zmq.ZMQError:
         for sock in made:
             sock.close(linger=0)
@@ -197,12 +213,13 @@ def learner_sockets(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BY
     return made[0], made[1], made[2]
 
 
-def actor_sockets(ctx: zmq.Context, learner: str,
-                  max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[zmq.Socket, zmq.Socket]:
-    """(data PUSH, broadcast SUB) connected to `--learner`; SUB first so no broadcast is missed."""
+def actor_sockets(ctx: zmq.Context, learner: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                  secure: Secure | None = None) -> tuple[zmq.Socket, zmq.Socket]:
+    """(data PUSH, broadcast SUB) connected to `--learner`; SUB first so no broadcast is missed.
+    secure: CURVE client keys (fpac_async.auth.ClientKeys.apply) for both."""
     ep = actor_endpoints(learner)
-    sub = sub_socket(ctx, ep.pub, max_bytes)
-    return push_socket(ctx, ep.data), sub
+    sub = sub_socket(ctx, ep.pub, max_bytes, secure=secure)
+    return push_socket(ctx, ep.data, secure=secure), sub
 
 
 def send_message(sock: zmq.Socket, msg: Message, flags: int = 0) -> None:

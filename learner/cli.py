@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--print-config", action="store_true",
                         help="print the run's resolved config (task defaults under the flags) "
                              "as JSON and exit")
+    parser.add_argument("--auth", metavar="DIR", default=None,
+                        help="CurveZMQ: encrypt all three sockets with DIR/learner.key_secret and "
+                             "accept only actors whose public keys are in DIR/actors "
+                             "(create DIR with fpac-keys)")
     add_config_args(parser)
     return parser
 
@@ -71,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fpac-learner: {e}", file=sys.stderr)
         return 2
     setup_logging(cfg.run_dir, args.log_level)
-    return LearnerService(cfg, resume=args.resume).run()
+    return LearnerService(cfg, resume=args.resume, auth_dir=args.auth).run()
 
 
 if __name__ == "__main__":

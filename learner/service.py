@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import zmq
 
+from fpac_async.auth import load_server_keys
 from fpac_async.config import ConfigError, RunConfig, resolve, save_config, to_dict
 from fpac_async.export import export_policy
 from fpac_async.protocol import EVAL_RESULT, HEARTBEAT, HELLO
@@ -36,6 +37,7 @@ from fpac_async.sac import SAC
 from fpac_async.settings import run_settings
 from fpac_async.speed import apply_tf32, resolve_speed
 from fpac_async.transport import DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, learner_sockets
+from learner.auth_guard import AuthGuard
 from learner.broadcaster import Broadcaster
 from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
                                 restore_rng, save_checkpoint)
@@ -70,8 +72,11 @@ class LearnerService:
 
     def __init__(self, cfg: RunConfig, resume: bool = False, *, eval_timeout_s: float = 600.0,
                  final_eval_timeout_s: float = 600.0, tensorboard: bool = True,
-                 console: bool = True) -> None:
+                 console: bool = True, auth_dir: str | None = None) -> None:
+        """auth_dir: a `fpac-keys` directory: CURVE on all sockets, only listed actors accepted."""
         self.cfg = cfg
+        self.auth_dir = auth_dir
+        self.guard: AuthGuard | None = None
         self.resume = resume
         self.eval_timeout_s = eval_timeout_s
         self.final_eval_timeout_s = final_eval_timeout_s
@@ -121,11 +126,15 @@ class LearnerService:
             raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue "
                               f"that run, or choose another --run-dir")
         # Bind before writing anything: an address in use must not touch the run directory.
+        keys = None if self.auth_dir is None else load_server_keys(self.auth_dir)  # AuthError
         self._ctx = zmq.Context()
+        self.guard = AuthGuard(self._ctx, keys)  # the ZAP handler runs before anything binds
         pull, pub, control = learner_sockets(
             self._ctx, cfg.learner.bind, cfg.learner.max_message_bytes,
-            STATE_SOCKET_BUFFER if cfg.agent.encoder == "state" else DATA_SOCKET_BUFFER)
+            STATE_SOCKET_BUFFER if cfg.agent.encoder == "state" else DATA_SOCKET_BUFFER,
+            secure=self.guard.secure)
         self._sockets = [pull, pub, control]
+        self.guard.watch({"data": pull, "broadcast": pub, "control": control})
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
 
@@ -375,6 +384,7 @@ class LearnerService:
             "train_return": self.train_return, "eval_return": self.evaluator.last_mean,
             "rejected_messages": sum(rejects.values()),
             **{f"rejected_{k}": v for k, v in rejects.items()},
+            **(self.guard.counts() if self.guard is not None else {}),
             **{k: v for k, v in self.losses.items() if k != "updates_run"},
             **{f"actor_{k}": v for k, v in r.perf_means().items()}, **extra}
         self.metrics.log(row)
@@ -397,6 +407,8 @@ class LearnerService:
         if self.receiver is not None and self.receiver.is_alive():
             self.receiver.stop()
             self.receiver.join(timeout=5.0)
+        if self.guard is not None:
+            self.guard.close()  # its monitor sockets first: the context cannot end while open
         for sock in self._sockets:
             sock.close(linger=0)
         self._sockets = []

@@ -368,3 +368,38 @@ def test_the_actors_data_socket_keeps_the_services_short_queue():
         result["loop"]._stop = True
         learner.close()
         thread.join(10)
+
+
+def test_an_actor_whose_hello_could_not_be_sent_says_hello_once_connected():
+    """The policy can reach an actor before its data socket connects (the learner's start-up
+    broadcast; a CURVE handshake on the data port finishing later): that policy answered no
+    hello of this actor, and the learner refuses steps until it has one."""
+    import time  # noqa: PLC0415
+
+    import zmq  # noqa: PLC0415
+
+    from fpac_async.transport import pull_socket  # noqa: PLC0415
+    learner = FakeLearner(random=True)
+    learner.pull.close(linger=0)  # the data port is not there yet
+    loop = ActorLoop(5, ENV, learner.endpoint, seed=11, steps_per_message=8,
+                     silence_hello_s=1e9)  # no hello after a silence: only the owed one
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.setdefault("r", loop.run(max_agent_steps=10**6)), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (getattr(loop, "policy", None) is not None and loop.policy.ready):
+            assert time.monotonic() < deadline, "the actor never got the policy"
+            learner.publish_policy()  # unasked, like a learner's start-up broadcast
+            time.sleep(0.2)
+        learner.pull = pull_socket(learner.ctx, f"tcp://127.0.0.1:{learner.port}")
+        learner._poller = zmq.Poller()
+        learner._poller.register(learner.pull, zmq.POLLIN)
+        learner._poller.register(learner.control, zmq.POLLIN)
+        learner.pump(lambda f: len(f.messages[P.HELLO]) >= 1, timeout_s=30)
+        assert learner.messages[P.HELLO][0].actor == 5
+    finally:
+        loop._stop = True
+        thread.join(30)
+        learner.close()
