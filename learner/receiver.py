@@ -132,7 +132,7 @@ class Receiver(threading.Thread):
         # False when the encoder needs no pixels: steps then carry state and no frames (obs)
         self.expect_frames = bool(expect_frames)
         self.rejects = RejectCounter()
-        self.ledger = StreamLedger()  # per-stream positions: no record taken twice, gaps counted
+        self.ledger = StreamLedger()  # per-stream positions: repeats, gaps and restarts counted
         self.policy_version = int(policy_version)  # written by the main thread (an atomic int)
         self.agent_steps = int(agent_steps)
         self.episodes = int(episodes)
@@ -341,7 +341,6 @@ class Receiver(threading.Thread):
             return  # the run is over: counters stay frozen at the budget
         flags, version = a["flags"], a["version"]
         step0 = int(msg.meta["step0"])
-        self.ledger.check(msg.actor, msg.env, step0, len(flags))  # a repeat is refused
         acted = (flags & FIRST) == 0  # agent steps: records that a chosen action led to
         n = int(np.count_nonzero(acted))
         ended = int(np.count_nonzero(flags & (TERMINAL | TRUNCATED)))
@@ -357,7 +356,7 @@ class Receiver(threading.Thread):
             except ValueError as e:  # the replay's own checks (e.g. a chunk over its capacity)
                 raise ShapeError(f"steps from actor {msg.actor}: replay refused the chunk: "
                                  f"{e}") from None
-            self.ledger.commit(msg.actor, msg.env, step0, len(flags))
+            self.ledger.take(msg.actor, msg.env, step0, len(flags))
             self.episodes += ended
             self.agent_steps += n
         with self._lock:
