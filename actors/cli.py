@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps-per-message", type=int, default=16,
                         help="records per env per steps message")
     parser.add_argument("--max-restarts", type=int, default=0,
-                        help="crashes of one actor in a row (no stable run between) before its "
+                        help="restarts of one actor in a row (no stable run between) before its "
                              "slot is given up; 0: never give up (restarts back off instead)")
     parser.add_argument("--restart-backoff-s", type=float, default=1.0,
                         help="delay before restarting a crashed actor; doubles with each crash "
