@@ -20,7 +20,7 @@ from fault_service import FaultService, rss_mb
 STOP_S = float(os.environ.get("FPAC_FAULT_STOP_S", "12"))
 BUDGET = 800
 RSS_BOUND_MB = 64  # growth allowed while stopped (actors) and after it (learner)
-BLOCKED_CPU_S = 0.5  # CPU an actor may use in the stop's last 5 s (a running one uses seconds)
+BLOCKED_CPU_S = 0.25  # CPU an actor may use in the stop's last 5 s (a blocked one: ~0)
 
 
 @pytest.fixture
