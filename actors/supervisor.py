@@ -10,8 +10,8 @@
   stack, ...): restarting cannot fix a flag, so the slot ends with an error. Any other exit is a
   crash (kill -9 included): the slot restarts after a back-off (actors/backoff.py, Kubernetes'
   CrashLoopBackOff: 1 s, 2 s, 4 s ... capped at 60 s, back to 1 s once a child ran 60 s), and
-  is never given up after a burst; only `max_restarts` (> 0) crashes in a row without a stable
-  run between give it up. Each crash is logged with its exit code, how long the child ran and
+  is never given up after a burst; only a crash after `max_restarts` (> 0) restarts in a row
+  (no stable run between) gives it up. Each crash is logged with its exit code, how long the child ran and
   the delay before the restart.
 - Software rendering (Mesa llvmpipe) renders with several threads per process; N processes on
   C cores scale better with C // N threads each (measured: bench/results/scaling-cartpole-cpu*.md),
@@ -219,8 +219,8 @@ class Supervisor:
             delay = slot.backoff.crashed(now)
             if delay is None:
                 slot.state = "failed"
-                log.error("%s %d: exited with code %s after running %.1f s, its %d crash in a "
-                          "row (--max-restarts %d); giving up on this slot (see its log above "
+                log.error("%s %d: exited with code %s after running %.1f s (crash %d in a "
+                          "row, --max-restarts %d); giving up on this slot (see its log above "
                           "for the cause)", slot.role, slot.actor_id, code, ran,
                           slot.backoff.crashes_in_a_row, slot.backoff.max_restarts)
                 continue

@@ -139,7 +139,7 @@ def test_max_restarts_gives_a_crash_looping_slot_up(caplog):
         code = sup.run(poll_s=0.05)
     assert code == 1
     assert sup.slots[0].state == "failed" and sup.slots[0].restarts == 2
-    assert "its 3 crash in a row (--max-restarts 2); giving up on this slot" in caplog.text
+    assert "(crash 3 in a row, --max-restarts 2); giving up on this slot" in caplog.text
     assert len(sup.stats) == len(STAT_FIELDS)
 
 
