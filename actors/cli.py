@@ -42,8 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first actor id here (give each machine its own range)")
     parser.add_argument("--steps-per-message", type=int, default=16,
                         help="records per env per steps message")
-    parser.add_argument("--max-restarts", type=int, default=5,
-                        help="restarts of one actor within 60 s before giving it up")
+    parser.add_argument("--max-restarts", type=int, default=0,
+                        help="restarts of one actor in a row (no stable run between) before its "
+                             "slot is given up; 0: never give up (restarts back off instead)")
+    parser.add_argument("--restart-backoff-s", type=float, default=1.0,
+                        help="delay before restarting a crashed actor; doubles with each crash "
+                             "in a row (Kubernetes' CrashLoopBackOff)")
+    parser.add_argument("--restart-backoff-max-s", type=float, default=60.0,
+                        help="cap of the doubling restart delay")
+    parser.add_argument("--restart-reset-s", type=float, default=60.0,
+                        help="an actor that ran this long before crashing restarts after "
+                             "--restart-backoff-s again")
     parser.add_argument("--stats-every-s", type=float, default=30.0,
                         help="seconds between per-actor stats tables")
     parser.add_argument("--log-level", default="INFO",
@@ -68,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.n < 0 or args.n + args.evaluator < 1 or args.steps_per_message < 1:
             raise ConfigError("--n must be >= 1 (or 0 with --evaluator) and "
                               "--steps-per-message >= 1")
+        if not 0 < args.restart_backoff_s <= args.restart_backoff_max_s \
+                or args.restart_reset_s < 0 or args.max_restarts < 0:
+            raise ConfigError("need 0 < --restart-backoff-s <= --restart-backoff-max-s, "
+                              "--restart-reset-s >= 0 and --max-restarts >= 0")
     except (ConfigError, ValueError) as e:
         print(f"fpac-actors: {e}", file=sys.stderr)
         return 2
@@ -87,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(args.n, cfg.env, args.learner, seed=cfg.seed,
                             actor_id_offset=args.actor_id_offset,
                             steps_per_message=args.steps_per_message,
-                            max_restarts=args.max_restarts, stats_every_s=args.stats_every_s,
+                            max_restarts=args.max_restarts,
+                            restart_backoff_s=args.restart_backoff_s,
+                            restart_backoff_max_s=args.restart_backoff_max_s,
+                            restart_reset_s=args.restart_reset_s,
+                            stats_every_s=args.stats_every_s,
                             frame_stack=cfg.agent.frame_stack, encoder=cfg.agent.encoder,
                             evaluators=int(args.evaluator),
                             eval_episodes=cfg.learner.eval_episodes)

@@ -8,8 +8,11 @@
 - A child that exits with code 0 was told by the learner that the run is over (`stop`): its slot
   is done. EXIT_REFUSED: the learner refused its settings (another task, action repeat, frame
   stack, ...): restarting cannot fix a flag, so the slot ends with an error. Any other exit is a
-  crash: the slot restarts, at most `max_restarts` times within `restart_window_s`, then the slot
-  is given up with an error.
+  crash (kill -9 included): the slot restarts after a back-off (actors/backoff.py, Kubernetes'
+  CrashLoopBackOff: 1 s, 2 s, 4 s ... capped at 60 s, back to 1 s once a child ran 60 s), and
+  is never given up after a burst; only a crash after `max_restarts` (> 0) restarts in a row
+  (no stable run between) gives it up. Each crash is logged with its exit code, how long the child ran and
+  the delay before the restart.
 - Software rendering (Mesa llvmpipe) renders with several threads per process; N processes on
   C cores scale better with C // N threads each (measured: bench/results/scaling-cartpole-cpu*.md),
   so children get LP_NUM_THREADS = max(1, C // N) unless the user set it.
@@ -20,7 +23,6 @@
 """
 from __future__ import annotations
 
-import collections
 import ctypes
 import dataclasses
 import logging
@@ -31,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+from actors.backoff import RestartBackoff
 from fpac_async.config import EnvConfig
 from fpac_async.protocol import ACTOR, EVALUATOR
 from fpac_async.settings import EXIT_REFUSED
@@ -126,16 +129,18 @@ class _Slot:
     role: str = ACTOR
     process: Any = None
     restarts: int = 0
-    recent: collections.deque = dataclasses.field(default_factory=collections.deque)
-    state: str = "running"  # running | done | failed | refused
+    backoff: RestartBackoff = dataclasses.field(default_factory=RestartBackoff)
+    restart_at: float = 0.0  # state "backoff": when the next start is due (time.monotonic)
+    state: str = "running"  # running | backoff | done | failed | refused
 
 
 class Supervisor:
     """Starts, watches and stops `n` actor processes; `run()` returns an exit code."""
 
     def __init__(self, n: int, env_cfg: EnvConfig, endpoint: str, seed: int = 0,
-                 actor_id_offset: int = 0, steps_per_message: int = 16, max_restarts: int = 5,
-                 restart_window_s: float = 60.0, stats_every_s: float = 30.0,
+                 actor_id_offset: int = 0, steps_per_message: int = 16, max_restarts: int = 0,
+                 restart_backoff_s: float = 1.0, restart_backoff_max_s: float = 60.0,
+                 restart_reset_s: float = 60.0, stats_every_s: float = 30.0,
                  shutdown_timeout_s: float = 5.0, target: Any = actor_process,
                  frame_stack: int = 2, encoder: str = "fpac", evaluators: int = 0,
                  eval_episodes: int = 10) -> None:
@@ -146,8 +151,9 @@ class Supervisor:
         self.endpoint = endpoint
         self.seed = seed
         self.steps_per_message = steps_per_message
-        self.max_restarts = max_restarts
-        self.restart_window_s = restart_window_s
+        backoff = dict(base_s=restart_backoff_s, max_s=restart_backoff_max_s,
+                       reset_after_s=restart_reset_s, max_restarts=max_restarts)
+        RestartBackoff(**backoff)  # bad settings fail here, not in a slot later
         self.stats_every_s = stats_every_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.target = target
@@ -158,6 +164,8 @@ class Supervisor:
         self.stats = self._ctx.RawArray("d", (n + evaluators) * len(STAT_FIELDS))
         self.slots = [_Slot(i, actor_id_offset + i) for i in range(n)] + [
             _Slot(n + j, actor_id_offset + j, EVALUATOR) for j in range(evaluators)]
+        for slot in self.slots:
+            slot.backoff = RestartBackoff(**backoff)
         self.render_threads = render_threads_per_actor(n + evaluators)
         self._signalled = 0
 
@@ -175,13 +183,22 @@ class Supervisor:
         slot.process = self._ctx.Process(target=self.target, args=(spec, self.stats),
                                          name=f"fpac-{slot.role}-{slot.actor_id}", daemon=False)
         slot.process.start()
+        slot.state = "running"
+        slot.backoff.started(time.monotonic())
         log.info("%s %d: started pid %d (seed %d)", slot.role, slot.actor_id, slot.process.pid,
                  seed)
 
     def poll(self) -> None:
-        """Reap exited children: done on exit 0, restart (rate-limited) otherwise."""
+        """Reap exited children: done on exit 0, restart after a back-off otherwise; start the
+        slots whose back-off has run out."""
         now = time.monotonic()
         for slot in self.slots:
+            if slot.state == "backoff" and now >= slot.restart_at:
+                slot.restarts += 1
+                log.warning("%s %d: restarting (restart %d)", slot.role, slot.actor_id,
+                            slot.restarts)
+                self._spawn(slot)
+                continue
             p = slot.process
             if slot.state != "running" or p is None or p.is_alive():
                 continue
@@ -198,19 +215,21 @@ class Supervisor:
                           "fpac-actors with the learner's flags; not restarting it", slot.role,
                           slot.actor_id)
                 continue
-            while slot.recent and now - slot.recent[0] > self.restart_window_s:
-                slot.recent.popleft()
-            if len(slot.recent) >= self.max_restarts:
+            ran = slot.backoff.ran_for(now)
+            delay = slot.backoff.crashed(now)
+            if delay is None:
                 slot.state = "failed"
-                log.error("%s %d: exited with code %s after %d restarts within %.0f s; giving "
-                          "up on this slot (see its log above for the cause)", slot.role,
-                          slot.actor_id, code, len(slot.recent), self.restart_window_s)
+                log.error("%s %d: exited with code %s after running %.1f s (crash %d in a "
+                          "row, --max-restarts %d); giving up on this slot (see its log above "
+                          "for the cause)", slot.role, slot.actor_id, code, ran,
+                          slot.backoff.crashes_in_a_row, slot.backoff.max_restarts)
                 continue
-            slot.recent.append(now)
-            slot.restarts += 1
-            log.warning("%s %d: exited with code %s; restarting (restart %d)", slot.role,
-                        slot.actor_id, code, slot.restarts)
-            self._spawn(slot)
+            slot.state, slot.restart_at = "backoff", now + delay
+            b = slot.backoff
+            log.warning("%s %d: exited with code %s after running %.1f s (crash %d in a row); "
+                        "restarting in %g s (back-off %g s doubling to %g s, reset after "
+                        "%g s of stable running)", slot.role, slot.actor_id, code, ran,
+                        b.crashes_in_a_row, delay, b.base_s, b.max_s, b.reset_after_s)
 
     def shutdown(self) -> None:
         """SIGTERM every child, join with a timeout, SIGKILL the rest: no orphans."""
@@ -238,7 +257,8 @@ class Supervisor:
         try:
             self.start()
             last_stats = time.monotonic()
-            while not self._signalled and any(s.state == "running" for s in self.slots):
+            while not self._signalled and any(s.state in ("running", "backoff")
+                                              for s in self.slots):
                 time.sleep(poll_s)
                 self.poll()
                 if time.monotonic() - last_stats >= self.stats_every_s:

@@ -178,7 +178,7 @@ class LocalRun:
                 self.service.request_stop(signal.SIGTERM)
                 return
             slots = [s for s in self.supervisor.slots if s.role == "actor"]
-            if not any(s.state == "running" for s in slots):
+            if not any(s.state in ("running", "backoff") for s in slots):  # backoff: restarts soon
                 if not any(s.state == "done" for s in slots):
                     log.error("every actor was given up (see the errors above): stopping the "
                               "learner, which writes a checkpoint")

@@ -10,14 +10,19 @@ in a uint8 tensor plus dtype and shape, and come back as numpy arrays).
 
 Writes go to a temp file in the same directory, are fsynced, then os.replace'd into place (atomic
 on POSIX); `latest` (the file name of the newest complete checkpoint) is replaced the same way
-afterwards. A crash at any point leaves the previous `latest` and its file intact. Loading never
-writes or deletes anything.
+afterwards. A crash at any point leaves the previous `latest` and its file intact, plus perhaps a
+temp file (.ckpt-<updates>.pt.XXXX): `unfinished_writes` lists those, the learner logs them at
+start-up and the next save deletes them. Loading never writes or deletes anything.
+
+Test hook: FPAC_TEST_CHECKPOINT_PAUSE=k makes this process's k-th save stop for an hour after
+its temp file is written and fsynced, before the rename (tests kill -9 the learner there).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import os
 import random
 import re
@@ -26,6 +31,8 @@ from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Unio
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MAGIC = b"FPAC-CKPT\n"
@@ -41,6 +48,9 @@ COMPATIBLE_FIELDS = (
     "agent.frame_stack", "agent.pixels_feature_dim", "agent.hidden_dim", "agent.hidden_layers",
 )
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+_TEMP = re.compile(r"^\.(ckpt-\d+\.pt|latest)\..+$")  # mkstemp names of _atomic_write
+PAUSE_ENV = "FPAC_TEST_CHECKPOINT_PAUSE"
+_saves = 0  # checkpoints saved by this process (for the test hook)
 _NDARRAY = "__ndarray__"
 
 
@@ -97,6 +107,37 @@ def _from_safe(obj: Any) -> Any:
     return obj
 
 
+def state_digest(obj: Any) -> str:
+    """SHA-256 of a nested state (dicts by sorted key, lists, numpy arrays by dtype, shape and
+    bytes, tensors as arrays, scalars by repr): two states are equal iff (barring collisions)
+    their digests are. The learner logs its replay's at resume (tests compare it)."""
+    sha = hashlib.sha256()
+
+    def walk(o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            o = o.detach().cpu().numpy()
+        if isinstance(o, np.ndarray):
+            a = np.ascontiguousarray(o)
+            sha.update(f"nd{a.dtype.str}{a.shape}".encode())
+            sha.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
+        elif isinstance(o, dict):
+            sha.update(b"{")
+            for k in sorted(o, key=repr):
+                sha.update(repr(k).encode())
+                walk(o[k])
+            sha.update(b"}")
+        elif isinstance(o, (list, tuple)):
+            sha.update(b"[")
+            for v in o:
+                walk(v)
+            sha.update(b"]")
+        else:
+            sha.update(repr(o).encode())
+
+    walk(obj)
+    return sha.hexdigest()
+
+
 # --------------------------------------------------------------------------------- save
 class _HashingWriter:
     """File wrapper that hashes and counts everything torch.save writes through it."""
@@ -129,7 +170,8 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+def _atomic_write(path: str, write: Callable[[BinaryIO], None],
+                  before_rename: Callable[[str], None] | None = None) -> None:
     """Write a file through `write(f)` into a temp file beside it, fsync, then rename over path:
     a reader (or a crash) never sees half a file."""
     directory = os.path.dirname(path)
@@ -139,6 +181,8 @@ def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -174,10 +218,29 @@ def save_checkpoint(run_dir: str, state: Dict[str, Any], keep: int = 2) -> str:
         f.seek(0)
         f.write(_header(writer.sha.hexdigest(), writer.n))
 
-    _atomic_write(path, write_payload)
+    for leftover in unfinished_writes(directory):  # a learner stopped while writing them
+        os.unlink(os.path.join(directory, leftover))
+    global _saves
+    _saves += 1
+    _atomic_write(path, write_payload, _pause_hook if os.environ.get(PAUSE_ENV) == str(_saves)
+                  else None)
     _atomic_write(os.path.join(directory, "latest"), lambda f: f.write((name + "\n").encode()))
     _prune(directory, keep, protect={name, previous})
     return path
+
+
+def _pause_hook(tmp: str) -> None:
+    import time  # noqa: PLC0415 (only the test hook sleeps)
+    log.warning("%s: pausing for an hour with %s written, before renaming it into place",
+                PAUSE_ENV, tmp)
+    time.sleep(3600)
+
+
+def unfinished_writes(directory: str) -> List[str]:
+    """Temp files of checkpoint writes that never finished (the writer died): never loaded."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(n for n in os.listdir(directory) if _TEMP.match(n))
 
 
 def _read_latest(directory: str) -> Optional[str]:

@@ -90,6 +90,18 @@ class RateMeter:
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+def _end_torn_line(path: str) -> None:
+    """Append a newline to a file whose last line is unfinished (its writer was killed)."""
+    try:
+        with open(path, "rb+") as f:
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+    except FileNotFoundError:
+        pass
+
+
 class MetricsLogger:
     """Writes metric rows to run_dir (jsonl, csv, TensorBoard) and a console status line."""
 
@@ -97,9 +109,12 @@ class MetricsLogger:
                  stream: Optional[TextIO] = None):
         os.makedirs(run_dir, exist_ok=True)
         self.run_dir = run_dir
-        self._jsonl = open(os.path.join(run_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        jsonl_path = os.path.join(run_dir, "metrics.jsonl")
         csv_path = os.path.join(run_dir, "metrics.csv")
         fresh = not os.path.exists(csv_path) or os.path.getsize(csv_path) == 0
+        for path in (jsonl_path, csv_path):
+            _end_torn_line(path)  # a learner killed mid-row: the next row starts on its own line
+        self._jsonl = open(jsonl_path, "a", encoding="utf-8")
         self._csv_file = open(csv_path, "a", encoding="utf-8", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_FIELDS, extrasaction="ignore",
                                    restval="")

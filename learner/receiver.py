@@ -34,6 +34,7 @@ from fpac_async.protocol import (ACTOR, EVAL_RESULT, EVALUATOR, FIRST, HEARTBEAT
                                  decode)
 from fpac_async.settings import mismatches
 from fpac_async.transport import CONTROL_MAX_BYTES, RejectCounter
+from learner.stream_ledger import StreamLedger
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Receiver(threading.Thread):
         # False when the encoder needs no pixels: steps then carry state and no frames (obs)
         self.expect_frames = bool(expect_frames)
         self.rejects = RejectCounter()
+        self.ledger = StreamLedger()  # per-stream positions: repeats, gaps and restarts counted
         self.policy_version = int(policy_version)  # written by the main thread (an atomic int)
         self.agent_steps = int(agent_steps)
         self.episodes = int(episodes)
@@ -273,6 +275,10 @@ class Receiver(threading.Thread):
         if role == ACTOR:
             self._accepted.add(msg.actor)
             self._refused.pop(msg.actor, None)
+            replaced = self.ledger.on_hello(msg.actor, msg.meta.get("pid"))
+            if replaced is not None:
+                log.info("actor %d is a new process (pid %s, was %d): its streams start over",
+                         msg.actor, msg.meta.get("pid"), replaced)
         self.hello_pending.set()
 
     def _check_hello(self, msg: Message, role: str) -> None:
@@ -337,6 +343,7 @@ class Receiver(threading.Thread):
         if self.budget_reached.is_set():
             return  # the run is over: counters stay frozen at the budget
         flags, version = a["flags"], a["version"]
+        step0 = int(msg.meta["step0"])
         acted = (flags & FIRST) == 0  # agent steps: records that a chosen action led to
         n = int(np.count_nonzero(acted))
         ended = int(np.count_nonzero(flags & (TERMINAL | TRUNCATED)))
@@ -345,13 +352,14 @@ class Receiver(threading.Thread):
         # (which holds it) never saves a replay holding steps its counters have not counted.
         with self.snapshot_lock:
             try:
-                self.replay_add(stream=(msg.actor, msg.env), step0=msg.meta["step0"], obs=obs,
+                self.replay_add(stream=(msg.actor, msg.env), step0=step0, obs=obs,
                                 action=a["action"], reward=a["reward"], flags=flags,
                                 version=version, cam=a.get("cam"),
                                 state=state if self.expect_state else None)
             except ValueError as e:  # the replay's own checks (e.g. a chunk over its capacity)
                 raise ShapeError(f"steps from actor {msg.actor}: replay refused the chunk: "
                                  f"{e}") from None
+            self.ledger.take(msg.actor, msg.env, step0, len(flags))
             self.episodes += ended
             self.agent_steps += n
         with self._lock:

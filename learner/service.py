@@ -40,7 +40,8 @@ from fpac_async.transport import DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, learne
 from learner.auth_guard import AuthGuard
 from learner.broadcaster import Broadcaster
 from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
-                                restore_rng, save_checkpoint)
+                                restore_rng, save_checkpoint, state_digest,
+                                unfinished_writes)
 from learner.evaluation import EvalRecord, EvalSchedule
 from learner.metrics import MetricsLogger, RateMeter
 from learner.receiver import Receiver, task_shapes
@@ -119,6 +120,11 @@ class LearnerService:
         self.device = choose_device(cfg.learner.gpus)
         run_dir = cfg.run_dir
         ckpt = None
+        unfinished = unfinished_writes(os.path.join(run_dir, "checkpoints"))
+        if unfinished:
+            log.warning("ignoring %d unfinished checkpoint write(s) in %s (a learner stopped while "
+                        "writing them; the next checkpoint deletes them): %s", len(unfinished),
+                        os.path.join(run_dir, "checkpoints"), ", ".join(unfinished))
         if self.resume:
             ckpt = load_checkpoint(run_dir)
             check_compatible(ckpt["config"], to_dict(cfg))
@@ -164,6 +170,8 @@ class LearnerService:
                                           "ratio_offset": counters.get("ratio_offset", 0)})
             if ckpt.get("replay") is not None:
                 self.replay.load_state_dict(ckpt["replay"])
+                log.info("replay restored: %d records, state digest %s", len(self.replay),
+                         state_digest(self.replay.state_dict()))
             elif int(counters["agent_steps"]) > 0:
                 # No saved replay: refill it before updating again (with the current policy, or
                 # random actions if the run stopped inside its random phase). At most half the
@@ -383,7 +391,7 @@ class LearnerService:
             "ups": self.ups.rate(), "replay_size": len(self.replay), "policy_lag": window.policy_lag,
             "train_return": self.train_return, "eval_return": self.evaluator.last_mean,
             "rejected_messages": sum(rejects.values()),
-            **{f"rejected_{k}": v for k, v in rejects.items()},
+            **{f"rejected_{k}": v for k, v in rejects.items()}, **r.ledger.as_row(),
             **(self.guard.counts() if self.guard is not None else {}),
             **{k: v for k, v in self.losses.items() if k != "updates_run"},
             **{f"actor_{k}": v for k, v in r.perf_means().items()}, **extra}

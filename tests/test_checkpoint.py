@@ -206,3 +206,29 @@ def test_check_compatible_names_every_mismatched_field(tmp_path) -> None:
     assert "agent.hidden_dim: checkpoint 32, run 64" in text
     assert "env.task: checkpoint 'cartpole_swingup', run 'walker_walk'" in text
     assert "lr" not in text
+
+
+def test_a_write_cut_short_is_ignored_and_cleaned_up_by_the_next_save(tmp_path) -> None:
+    """What kill -9 in the middle of a save leaves: a temp file beside the previous checkpoint
+    (the process-level kill is tests/test_fault_learner_kill.py)."""
+    from learner.checkpoint import unfinished_writes
+    sac = _shared_sac()
+    save_checkpoint(str(tmp_path), _state(sac, 10))
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / ".ckpt-20.pt.abc123").write_bytes(b"FPAC-CKPT\n half a file")
+    (ckpts / ".latest.xyz").write_bytes(b"ckpt-2")
+    assert unfinished_writes(str(ckpts)) == [".ckpt-20.pt.abc123", ".latest.xyz"]
+    assert load_checkpoint(str(tmp_path))["counters"]["updates"] == 10  # the previous one
+    assert len(os.listdir(ckpts)) == 4  # loading deleted nothing
+    save_checkpoint(str(tmp_path), _state(sac, 30))
+    assert sorted(os.listdir(ckpts)) == ["ckpt-10.pt", "ckpt-30.pt", "latest"]
+
+
+def test_state_digest_tells_states_apart() -> None:
+    from learner.checkpoint import state_digest
+    a = {"frames": np.arange(12, dtype=np.uint8).reshape(3, 4), "rng": {"state": 5}, "n": [1, 2]}
+    same = {"n": [1, 2], "rng": {"state": 5}, "frames": np.arange(12, dtype=np.uint8).reshape(3, 4)}
+    assert state_digest(a) == state_digest(same)  # key order does not matter
+    for change in ({"frames": a["frames"].reshape(4, 3)}, {"frames": a["frames"].astype(np.int8)},
+                   {"rng": {"state": 6}}, {"n": [2, 1]}):
+        assert state_digest({**a, **change}) != state_digest(a), change

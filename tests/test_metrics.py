@@ -50,6 +50,20 @@ def test_resume_appends_and_never_truncates(tmp_path) -> None:
     assert [r[1] for r in table[1:]] == ["100", "200"]
 
 
+def test_a_row_torn_by_a_killed_learner_does_not_swallow_the_next(tmp_path) -> None:
+    log = MetricsLogger(str(tmp_path), tensorboard=False, console=False)
+    log.log({"env_steps": 100})
+    log.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"env_steps": 2')  # kill -9 in the middle of a row
+    log = MetricsLogger(str(tmp_path), tensorboard=False, console=False)
+    log.log({"env_steps": 300})
+    log.close()
+    with open(tmp_path / "metrics.jsonl") as f:
+        lines = f.read().split("\n")
+    assert lines[1] == '{"env_steps": 2' and json.loads(lines[2])["env_steps"] == 300
+
+
 def test_time_defaults_to_now(tmp_path) -> None:
     before = time.time()
     with MetricsLogger(str(tmp_path), tensorboard=False, console=False) as log:

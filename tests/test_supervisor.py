@@ -1,5 +1,5 @@
-"""Supervisor: a SIGKILLed actor is restarted on new seeds, crash loops are given up, and
-SIGINT / SIGTERM / SIGKILL of the supervisor leave no process behind."""
+"""Supervisor: a SIGKILLed actor is restarted on new seeds, crash loops back off (given up only
+with --max-restarts), and SIGINT / SIGTERM / SIGKILL of the supervisor leave no process behind."""
 from __future__ import annotations
 
 import logging
@@ -105,16 +105,41 @@ def test_sigterm_or_sigkill_of_the_supervisor_leaves_no_process(learner, sig):
     assert wait_gone(procs) == set()
 
 
-def test_a_crash_looping_slot_is_given_up(caplog):
+def test_a_crash_looping_slot_backs_off_instead_of_being_given_up(caplog):
     env = resolve(RunConfig(env=EnvConfig(task="point_reach"))).env
     # operator.truediv(spec, stats) raises TypeError at once: a child that always crashes.
-    sup = Supervisor(1, env, "127.0.0.1:1", max_restarts=2, restart_window_s=60,
+    sup = Supervisor(1, env, "127.0.0.1:1", restart_backoff_s=0.2, restart_backoff_max_s=0.8,
+                     target=operator.truediv)
+    starts: list[float] = []
+    spawn = sup._spawn
+    sup._spawn = lambda slot: (starts.append(time.monotonic()), spawn(slot))
+    with caplog.at_level(logging.WARNING, logger="actors.supervisor"):
+        sup.start()
+        deadline = time.monotonic() + 60
+        try:
+            while sup.slots[0].restarts < 5:
+                assert time.monotonic() < deadline, "fewer than 5 restarts within 60 s"
+                time.sleep(0.02)
+                sup.poll()
+        finally:
+            sup.shutdown()
+    assert sup.slots[0].state != "failed"  # the old policy gave up after 5 restarts in 60 s
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    # Each restart waits at least its back-off: 0.2, 0.4, 0.8, then capped at 0.8 s.
+    for gap, delay in zip(gaps, [0.2, 0.4, 0.8, 0.8, 0.8]):
+        assert gap >= delay, (gaps, delay)
+    assert "(crash 3 in a row); restarting in 0.8 s (back-off 0.2 s doubling to 0.8 s" in caplog.text
+
+
+def test_max_restarts_gives_a_crash_looping_slot_up(caplog):
+    env = resolve(RunConfig(env=EnvConfig(task="point_reach"))).env
+    sup = Supervisor(1, env, "127.0.0.1:1", max_restarts=2, restart_backoff_s=0.05,
                      target=operator.truediv)
     with caplog.at_level(logging.ERROR, logger="actors.supervisor"):
         code = sup.run(poll_s=0.05)
     assert code == 1
     assert sup.slots[0].state == "failed" and sup.slots[0].restarts == 2
-    assert "giving up on this slot" in caplog.text
+    assert "(crash 3 in a row, --max-restarts 2); giving up on this slot" in caplog.text
     assert len(sup.stats) == len(STAT_FIELDS)
 
 
