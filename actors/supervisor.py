@@ -6,7 +6,9 @@
 - Slots are training actors, plus `evaluators` evaluator processes (actors/eval_loop.py: the
   deterministic evaluation episodes, outside the training data path).
 - A child that exits with code 0 was told by the learner that the run is over (`stop`): its slot
-  is done. EXIT_REFUSED: the learner refused its settings (another task, action repeat, frame
+  is done, and so is the run for every slot (they all talk to one learner): a slot waiting in
+  back-off is not restarted, and a child still running `run_end_grace_s` later (one restarted
+  just before the end never heard the learner's stop, which is sent once) is stopped. EXIT_REFUSED: the learner refused its settings (another task, action repeat, frame
   stack, ...): restarting cannot fix a flag, so the slot ends with an error. Any other exit is a
   crash (kill -9 included): the slot restarts after a back-off (actors/backoff.py, Kubernetes'
   CrashLoopBackOff: 1 s, 2 s, 4 s ... capped at 60 s, back to 1 s once a child ran 60 s), and
@@ -143,7 +145,7 @@ class Supervisor:
                  restart_reset_s: float = 60.0, stats_every_s: float = 30.0,
                  shutdown_timeout_s: float = 5.0, target: Any = actor_process,
                  frame_stack: int = 2, encoder: str = "fpac", evaluators: int = 0,
-                 eval_episodes: int = 10) -> None:
+                 eval_episodes: int = 10, run_end_grace_s: float = 15.0) -> None:
         if n < 0 or evaluators < 0 or n + evaluators < 1:
             raise ValueError(f"need at least one actor or evaluator; got --n {n}, "
                              f"{evaluators} evaluators")
@@ -168,6 +170,8 @@ class Supervisor:
             slot.backoff = RestartBackoff(**backoff)
         self.render_threads = render_threads_per_actor(n + evaluators)
         self._signalled = 0
+        self.run_end_grace_s = run_end_grace_s
+        self._run_ended_at: float | None = None  # when a child first exited 0 (learner's stop)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -192,6 +196,8 @@ class Supervisor:
         """Reap exited children: done on exit 0, restart after a back-off otherwise; start the
         slots whose back-off has run out."""
         now = time.monotonic()
+        if self._run_ended_at is not None:
+            self._finish_run(now)
         for slot in self.slots:
             if slot.state == "backoff" and now >= slot.restart_at:
                 slot.restarts += 1
@@ -208,6 +214,9 @@ class Supervisor:
             if code == 0:
                 slot.state = "done"
                 log.info("%s %d: finished (the learner ended the run)", slot.role, slot.actor_id)
+                if self._run_ended_at is None:
+                    self._run_ended_at = now
+                    self._finish_run(now)
                 continue
             if code == EXIT_REFUSED:
                 slot.state = "refused"
@@ -230,6 +239,26 @@ class Supervisor:
                         "restarting in %g s (back-off %g s doubling to %g s, reset after "
                         "%g s of stable running)", slot.role, slot.actor_id, code, ran,
                         b.crashes_in_a_row, delay, b.base_s, b.max_s, b.reset_after_s)
+
+    def _finish_run(self, now: float) -> None:
+        """The learner ended the run: no more restarts, and children that did not hear its stop
+        within the grace period are stopped (their slots are done: nothing is left to do)."""
+        for slot in self.slots:
+            if slot.state == "backoff":
+                slot.state = "done"
+                log.info("%s %d: not restarted: the learner ended the run", slot.role,
+                         slot.actor_id)
+            elif (slot.state == "running" and now - self._run_ended_at >= self.run_end_grace_s
+                  and slot.process is not None and slot.process.is_alive()):
+                log.warning("%s %d: still running %g s after the learner ended the run (started "
+                            "after its stop?); stopping it", slot.role, slot.actor_id,
+                            self.run_end_grace_s)
+                slot.process.terminate()
+                slot.process.join(self.shutdown_timeout_s)
+                if slot.process.is_alive():
+                    slot.process.kill()
+                    slot.process.join()
+                slot.state = "done"
 
     def shutdown(self) -> None:
         """SIGTERM every child, join with a timeout, SIGKILL the rest: no orphans."""

@@ -30,11 +30,21 @@ def test_a_killed_actor_is_restarted_and_the_run_reaches_its_budget(service):
     actors = service.start_actors(2)
     service.wait_for(lambda: service.last("env_steps") >= 200 and service.pid_of("actor0"),
                      "200 env steps and actor 0 running", alive=(learner, actors))
-    victim = service.pid_of("actor0")
-    steps_at_kill = service.last("env_steps")
-    os.kill(victim, signal.SIGKILL)
-    service.wait_for(lambda: (service.pid_of("actor0") or victim) != victim,
-                     "the supervisor to restart actor 0", timeout_s=60, alive=(learner, actors))
+    victim, other = service.pid_of("actor0"), service.pid_of("actor1")
+    # Actor 1 is paused until actor 0's successor has said hello, so the run cannot reach its
+    # budget before the restart (on a fast machine the 800 remaining steps take about a second).
+    os.kill(other, signal.SIGSTOP)
+    try:
+        steps_at_kill = service.last("env_steps")
+        os.kill(victim, signal.SIGKILL)
+        service.wait_for(lambda: (service.pid_of("actor0") or victim) != victim,
+                         "the supervisor to restart actor 0", timeout_s=60,
+                         alive=(learner, actors))
+        service.wait_for(lambda: "is a new process" in service.text(service.learner_log(1)),
+                         "the learner to hear actor 0's new process", timeout_s=120,
+                         alive=(learner, actors))
+    finally:
+        os.kill(other, signal.SIGCONT)
     log = service.text(service.actors_log())
     assert f"actor 0: exited with code -{int(signal.SIGKILL)} after running" in log
     assert "restarting in 1 s (back-off 1 s doubling to 60 s" in log

@@ -6,6 +6,7 @@ import logging
 import operator
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -129,6 +130,41 @@ def test_a_crash_looping_slot_backs_off_instead_of_being_given_up(caplog):
     for gap, delay in zip(gaps, [0.2, 0.4, 0.8, 0.8, 0.8]):
         assert gap >= delay, (gaps, delay)
     assert "(crash 3 in a row); restarting in 0.8 s (back-off 0.2 s doubling to 0.8 s" in caplog.text
+
+
+def _end_of_run_target(spec, stats) -> None:
+    """Slot 0 hears the learner's stop (exit 0); slot 1 never does (it started after the stop);
+    slot 2 crashes at once (its restart would come after the end)."""
+    if spec.slot == 0:
+        time.sleep(1.0)
+        sys.exit(0)
+    if spec.slot == 1:
+        time.sleep(3600)
+    raise RuntimeError("crash")
+
+
+def test_after_the_learner_ends_the_run_nothing_restarts_and_stragglers_are_stopped(caplog):
+    """The run ended (a child exited 0): a slot in back-off is not restarted, and a child still
+    running after the grace period (one restarted after the learner's one-off stop) is stopped,
+    so fpac-actors exits 0 instead of waiting forever (seen in the actor-kill fault test)."""
+    env = resolve(RunConfig(env=EnvConfig(task="point_reach"))).env
+    sup = Supervisor(3, env, "127.0.0.1:1", restart_backoff_s=5.0, run_end_grace_s=1.0,
+                     target=_end_of_run_target)
+    with caplog.at_level(logging.INFO, logger="actors.supervisor"):
+        sup.start()
+        deadline = time.monotonic() + 60
+        try:
+            while any(s.state in ("running", "backoff") for s in sup.slots):
+                assert time.monotonic() < deadline, [s.state for s in sup.slots]
+                time.sleep(0.05)
+                sup.poll()
+        finally:
+            sup.shutdown()
+    assert [s.state for s in sup.slots] == ["done", "done", "done"]
+    assert sup.slots[2].restarts == 0  # its back-off (5 s) was cut by the end of the run
+    assert "actor 2: not restarted: the learner ended the run" in caplog.text
+    assert "actor 1: still running 1 s after the learner ended the run" in caplog.text
+    assert not sup.slots[1].process.is_alive()
 
 
 def test_max_restarts_gives_a_crash_looping_slot_up(caplog):
