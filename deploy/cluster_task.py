@@ -15,7 +15,8 @@ The cluster engine places and restarts the tasks; this only turns what the engin
   (seed + 1000 * actor id, actors/supervisor.py), so distinct ids are distinct seeds. Without
   --learner, the learner's host is the first node of the job's first heterogeneous component
   (SLURM_JOB_NODELIST_HET_GROUP_0), or of the job (SLURM_JOB_NODELIST) without components, with
-  port --learner-port.
+  port --learner-port. With --evaluator, rank 0 also runs the run's evaluator (fpac-actors
+  --evaluator): evaluations need one evaluator process somewhere, and only one.
 """
 from __future__ import annotations
 
@@ -91,8 +92,10 @@ def learner_host(env: Mapping[str, str]) -> str:
 
 
 def actors_argv(argv: Sequence[str], per_task: int, env: Mapping[str, str],
-                id_base: int = 0, rank: int | None = None, learner_port: int = 5555) -> list[str]:
-    """fpac-actors' argv for this task: `argv` plus --n, --actor-id-offset and --learner."""
+                id_base: int = 0, rank: int | None = None, learner_port: int = 5555,
+                evaluator: bool = False) -> list[str]:
+    """fpac-actors' argv for this task: `argv` plus --n, --actor-id-offset and --learner (and
+    --evaluator on rank 0 when `evaluator`: a run needs exactly one evaluator somewhere)."""
     if per_task < 1:
         raise ClusterTaskError(f"--per-task must be >= 1; got {per_task}")
     for flag in ("--n", "--actor-id-offset"):
@@ -101,23 +104,30 @@ def actors_argv(argv: Sequence[str], per_task: int, env: Mapping[str, str],
                                    "--id-base instead")
     rank = task_rank(env) if rank is None else rank
     out = [*argv, "--n", str(per_task), "--actor-id-offset", str(id_base + rank * per_task)]
+    if evaluator and rank == 0:
+        out.append("--evaluator")
     if _flag_value(argv, "--learner") is None:
         out += ["--learner", f"{learner_host(env)}:{learner_port}"]
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m deploy.cluster_task",
+    # allow_abbrev=False: the CLIs' own flags pass through (`--learner` is not `--learner-port`).
+    parser = argparse.ArgumentParser(prog="python -m deploy.cluster_task", allow_abbrev=False,
                                      description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="role", required=True)
-    sub.add_parser("learner", help="fpac-learner (+ --resume when the run has a checkpoint)")
-    actors = sub.add_parser("actors", help="fpac-actors with ids from the task's rank")
+    sub.add_parser("learner", allow_abbrev=False,
+                   help="fpac-learner (+ --resume when the run has a checkpoint)")
+    actors = sub.add_parser("actors", allow_abbrev=False,
+                            help="fpac-actors with ids from the task's rank")
     actors.add_argument("--per-task", type=int, required=True, help="actor processes per task")
     actors.add_argument("--id-base", type=int, default=0, help="first actor id of rank 0")
     actors.add_argument("--rank", type=int, default=None,
                         help="this task's rank (default: SLURM_PROCID / JOB_COMPLETION_INDEX)")
     actors.add_argument("--learner-port", type=int, default=5555,
                         help="the learner's port when --learner is not given")
+    actors.add_argument("--evaluator", action="store_true",
+                        help="rank 0 also runs the run's one evaluator process")
     return parser
 
 
@@ -130,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"cluster_task: fpac-learner {subprocess.list2cmdline(final)}", flush=True)
             return learner_main(final)
         final = actors_argv(rest, args.per_task, os.environ, args.id_base, args.rank,
-                            args.learner_port)
+                            args.learner_port, args.evaluator)
     except ClusterTaskError as e:
         print(f"cluster_task: {e}", file=sys.stderr)
         return 2

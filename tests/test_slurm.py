@@ -68,7 +68,7 @@ def job_copy(name: str, dest_dir: str) -> str:
 
 def submit(script: str, env: dict, run_dir: str, env_steps: int) -> subprocess.CompletedProcess:
     job_env = dict(env, FPAC_REPO=REPO, FPAC_PYTHON=sys.executable, FPAC_RUN_DIR=run_dir,
-                   FPAC_PORT="47431", FPAC_ACTORS_PER_TASK="1", FPAC_RUN_ARGS=RUN_ARGS,
+                   FPAC_PORT="47431", FPAC_ACTORS_PER_TASK="1", FPAC_EVALUATOR="0", FPAC_RUN_ARGS=RUN_ARGS,
                    FPAC_LEARNER_ARGS=f"{LEARNER_ARGS} --env-steps {env_steps}",
                    PYTHONPATH=REPO, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     return subprocess.run(

@@ -16,6 +16,7 @@
 # FPAC_PORT (5555; the learner binds it and the next two), FPAC_ACTORS_PER_TASK (default
 # SLURM_CPUS_PER_TASK of the actor tasks), FPAC_RUN_ARGS (flags for both roles, e.g.
 # "--task cartpole_swingup"), FPAC_LEARNER_ARGS (learner-only flags, default "--gpus 1"),
+# FPAC_EVALUATOR (1: actor task 0 also runs the evaluator; 0: none, for runs without evaluations),
 # FPAC_STOP_GRACE_S (30: time the actors get to exit after the learner ends).
 set -uo pipefail
 mode=${1:?usage: run_job.sh het|single}
@@ -25,6 +26,7 @@ PY=${FPAC_PYTHON:-python}
 RUN_DIR=${FPAC_RUN_DIR:-$REPO/runs/slurm-$SLURM_JOB_ID}
 PORT=${FPAC_PORT:-5555}
 LOGS=$RUN_DIR/logs
+evaluator=--evaluator; if [ "${FPAC_EVALUATOR:-1}" = 0 ]; then evaluator=""; fi
 mkdir -p "$LOGS"
 # shellcheck disable=SC2206  # word splitting of the flag strings is intended
 RUN_ARGS=(${FPAC_RUN_ARGS:-})
@@ -56,7 +58,7 @@ srun "${learner_step[@]}" --exact --open-mode=append --output="$LOGS/learner-%j.
 learner=$!
 srun "${actor_step[@]}" --exact --open-mode=append --output="$LOGS/actors-%j-%t.out" \
   "$PY" -m deploy.cluster_task actors --per-task "$per_task" --learner-port "$PORT" \
-  "${RUN_ARGS[@]}" &
+  $evaluator "${RUN_ARGS[@]}" &
 actors=$!
 
 wait "$learner"; rc=$?
