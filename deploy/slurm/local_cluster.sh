@@ -42,6 +42,8 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 
 NODE=$(hostname -s)
+# The actors reach the learner by its node's name (as on a real cluster): it must resolve here.
+getent hosts "$NODE" >/dev/null || { echo "local_cluster: this machine's name $NODE does not resolve (add it to /etc/hosts)" >&2; exit 2; }
 mkdir -p "$DIR/state" "$DIR/spool" "$DIR/munge"
 chown munge:munge "$DIR/munge" 2>/dev/null
 [ -s /etc/munge/munge.key ] || mungekey --create >/dev/null 2>&1 || {
