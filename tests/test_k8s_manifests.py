@@ -100,19 +100,22 @@ def test_learner_has_its_gpu_and_its_run_dir_on_the_volume():
     gpus = getattr(args, "learner.gpus")
     assert gpus >= 1 and pod["resources"]["limits"]["nvidia.com/gpu"] == gpus
     run_dir = getattr(args, "run.run_dir")
-    volumes = {v["name"]: v for v in docs["Job/fpac-learner"]["spec"]["template"]["spec"]["volumes"]}
-    mounts = [m for m in pod["volumeMounts"] if run_dir.startswith(m["mountPath"].rstrip("/") + "/")]
+    pod_spec = docs["Job/fpac-learner"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    mounts = [m for m in pod["volumeMounts"]
+              if run_dir.startswith(m["mountPath"].rstrip("/") + "/")]
     assert len(mounts) == 1, (run_dir, pod["volumeMounts"])
     claim = volumes[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"]
     assert f"PersistentVolumeClaim/{claim}" in docs
-    assert docs["Job/fpac-learner"]["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
+    assert pod_spec["restartPolicy"] == "OnFailure"
 
 
 def actor_task_argv(index: int) -> list[str]:
     """What pod `index` of the Indexed Job passes to fpac-actors (deploy/cluster_task.py)."""
     c = container(resources()["Job/fpac-actors"])
     task_args, rest = task_parser().parse_known_args([*c["command"][3:], *c["args"]])
-    assert c["command"][:3] == ["python", "-m", "deploy.cluster_task"] and task_args.role == "actors"
+    assert c["command"][:3] == ["python", "-m", "deploy.cluster_task"]
+    assert task_args.role == "actors"
     return actors_argv(rest, task_args.per_task, {"JOB_COMPLETION_INDEX": str(index)},
                        task_args.id_base, None, task_args.learner_port, task_args.evaluator)
 

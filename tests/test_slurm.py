@@ -7,8 +7,10 @@ sbatch on the tiny task (point_reach, state encoder, CPU learner).
   0 and 1, from the task ranks), and a second submission on the same run dir resumes the run from
   its checkpoint (what a requeue does: same job id, same run dir).
 - fpac-hetjob.sbatch is checked by slurmctld (sbatch --test-only: both components accepted) but
-  not run: on a ONE-node cluster Slurm 22.05's backfill scheduler keeps the two components pending
-  (Reason=Resources) even with free cpus, so a real heterogeneous run needs two nodes.
+  not run: on a ONE-node cluster the two components never start (Reason=Resources, cpus free).
+  Heterogeneous jobs are started only by the backfill scheduler, and its plan (DebugFlags=Backfill)
+  takes the whole node out for component 0's planned time, so component 1 is planned after
+  component 0 ends and the pair never starts together; a real heterogeneous run needs two nodes.
 
 Skips (with the reason) where it cannot run: not root, no apt-get / packages not installable.
 The GPU request lines (`--gres=gpu:1`, `--gpus=1`) are removed from the submitted copies: this
@@ -68,7 +70,8 @@ def job_copy(name: str, dest_dir: str) -> str:
 
 def submit(script: str, env: dict, run_dir: str, env_steps: int) -> subprocess.CompletedProcess:
     job_env = dict(env, FPAC_REPO=REPO, FPAC_PYTHON=sys.executable, FPAC_RUN_DIR=run_dir,
-                   FPAC_PORT="47431", FPAC_ACTORS_PER_TASK="1", FPAC_EVALUATOR="0", FPAC_RUN_ARGS=RUN_ARGS,
+                   FPAC_PORT="47431", FPAC_ACTORS_PER_TASK="1", FPAC_EVALUATOR="0",
+                   FPAC_RUN_ARGS=RUN_ARGS,
                    FPAC_LEARNER_ARGS=f"{LEARNER_ARGS} --env-steps {env_steps}",
                    PYTHONPATH=REPO, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     return subprocess.run(
