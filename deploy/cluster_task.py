@@ -14,9 +14,10 @@ The cluster engine places and restarts the tasks; this only turns what the engin
   index), so actor ids never overlap between tasks. The actors' env seeds follow from their ids
   (seed + 1000 * actor id, actors/supervisor.py), so distinct ids are distinct seeds. Without
   --learner, the learner's host is the first node of the job's first heterogeneous component
-  (SLURM_JOB_NODELIST_HET_GROUP_0), or of the job (SLURM_JOB_NODELIST) without components, with
-  port --learner-port. With --evaluator, rank 0 also runs the run's evaluator (fpac-actors
-  --evaluator): evaluations need one evaluator process somewhere, and only one.
+  (SLURM_JOB_NODELIST_HET_GROUP_0), or of the job (SLURM_JOB_NODELIST) without components, at
+  the address Slurm itself uses for that node (NodeAddr), with port --learner-port. With
+  --evaluator, rank 0 also runs the run's evaluator (fpac-actors --evaluator): evaluations need
+  one evaluator process somewhere, and only one.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 RANK_VARS = ("SLURM_PROCID", "JOB_COMPLETION_INDEX")
 
@@ -82,18 +83,30 @@ def first_host(nodelist: str) -> str:
     return match[1] + re.split(r"[-,]", match[2])[0]
 
 
-def learner_host(env: Mapping[str, str]) -> str:
-    """The learner's host: the first node of het group 0, else of the whole job."""
+def node_address(node: str, run: Callable[..., Any] = subprocess.run) -> str:
+    """The address Slurm reaches `node` at (its NodeAddr, from `scontrol show node`), which is
+    what other nodes can reach too; the name itself when scontrol cannot say."""
+    try:
+        out = run(["scontrol", "show", "node", node, "-o"], capture_output=True, text=True,
+                  timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return node
+    match = re.search(r"\bNodeAddr=(\S+)", out or "")
+    return match[1] if match and match[1] != "(null)" else node
+
+
+def learner_host(env: Mapping[str, str], run: Callable[..., Any] = subprocess.run) -> str:
+    """The learner's host: the first node of het group 0, else of the whole job (its NodeAddr)."""
     for name in ("SLURM_JOB_NODELIST_HET_GROUP_0", "SLURM_JOB_NODELIST"):
         if env.get(name):
-            return first_host(env[name])
+            return node_address(first_host(env[name]), run)
     raise ClusterTaskError("no --learner and no SLURM_JOB_NODELIST to find the learner's node "
                            "in: give --learner HOST:PORT")
 
 
 def actors_argv(argv: Sequence[str], per_task: int, env: Mapping[str, str],
                 id_base: int = 0, rank: int | None = None, learner_port: int = 5555,
-                evaluator: bool = False) -> list[str]:
+                evaluator: bool = False, run: Callable[..., Any] = subprocess.run) -> list[str]:
     """fpac-actors' argv for this task: `argv` plus --n, --actor-id-offset and --learner (and
     --evaluator on rank 0 when `evaluator`: a run needs exactly one evaluator somewhere)."""
     if per_task < 1:
@@ -107,7 +120,7 @@ def actors_argv(argv: Sequence[str], per_task: int, env: Mapping[str, str],
     if evaluator and rank == 0:
         out.append("--evaluator")
     if _flag_value(argv, "--learner") is None:
-        out += ["--learner", f"{learner_host(env)}:{learner_port}"]
+        out += ["--learner", f"{learner_host(env, run)}:{learner_port}"]
     return out
 
 

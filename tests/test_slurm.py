@@ -1,23 +1,24 @@
-"""deploy/slurm/ under a real Slurm: a one-node cluster on this machine (slurmctld + slurmd +
-munged from Debian's slurm-wlm, deploy/slurm/local_cluster.sh), the job script submitted with
-sbatch on the tiny task (point_reach, state encoder, CPU learner).
+"""deploy/slurm/ under a real Slurm: a two-node cluster on this machine (slurmctld, munged and one
+slurmd per node from Debian's slurm-wlm; node 2's slurmd in a network namespace joined by a veth
+pair: deploy/slurm/local_cluster.sh), the job scripts submitted with sbatch on the tiny task
+(point_reach, state encoder, CPU learner).
 
-- fpac-single.sbatch (the variant for clusters without heterogeneous jobs) RUNS: 1 learner task +
-  2 actor tasks; it completes, every actor task's log shows steps under its own actor id (ids
-  0 and 1, from the task ranks), and a second submission on the same run dir resumes the run from
-  its checkpoint (what a requeue does: same job id, same run dir).
-- fpac-hetjob.sbatch is checked by slurmctld (sbatch --test-only: both components accepted) but
-  not run: on a ONE-node cluster the two components never start (Reason=Resources, cpus free).
-  Heterogeneous jobs are started only by the backfill scheduler, and its plan (DebugFlags=Backfill)
-  takes the whole node out for component 0's planned time, so component 1 is planned after
-  component 0 ends and the pair never starts together; a real heterogeneous run needs two nodes.
+- fpac-hetjob.sbatch RUNS as a heterogeneous job: the learner component and the actor component
+  (2 tasks) on different nodes, the actors reaching the learner at its node's address over the
+  veth; it completes with steps from every actor task under its own id.
+- fpac-single.sbatch (for clusters without heterogeneous jobs) runs 1 learner + 2 actor tasks to
+  completion, and a second submission on the same run dir resumes the run from its checkpoint
+  (what a requeue does: same job id, same run dir).
 
-Skips (with the reason) where it cannot run: not root, no apt-get / packages not installable.
-The GPU request lines (`--gres=gpu:1`, `--gpus=1`) are removed from the submitted copies: this
-cluster has no GPUs and the learner runs with --gpus 0.
+On a one-node cluster (no network namespaces) heterogeneous jobs never start: the backfill
+scheduler, which alone starts them, plans component 0 on the whole node and so component 1 after
+it; that test then skips with this reason. Skips (with the reason) where it cannot run: not root,
+no apt-get / packages not installable. The GPU request lines (`--gres=gpu:1`, `--gpus=1`) are
+removed from the submitted copies: this cluster has no GPUs and the learner runs with --gpus 0.
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -50,8 +51,10 @@ def cluster():
         pytest.skip(f"cannot run a local Slurm here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     env = dict(os.environ, SLURM_CONF=os.path.join(workdir, "cluster", "slurm.conf"))
+    nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=env, capture_output=True,
+                           text=True, timeout=60, check=False).stdout.split()
     try:
-        yield workdir, env
+        yield workdir, env, nodes
     finally:
         subprocess.run(["bash", script, "stop", os.path.join(workdir, "cluster")],
                        capture_output=True, timeout=60, check=False)
@@ -68,15 +71,17 @@ def job_copy(name: str, dest_dir: str) -> str:
     return path
 
 
-def submit(script: str, env: dict, run_dir: str, env_steps: int) -> subprocess.CompletedProcess:
+def submit(script: str, env: dict, run_dir: str, env_steps: int,
+           sbatch_opts: tuple[str, ...] = (f"--ntasks={1 + ACTOR_TASKS}", "--cpus-per-task=1",
+                                            "--mem-per-cpu=200M", "--time=8"),
+           ) -> subprocess.CompletedProcess:
     job_env = dict(env, FPAC_REPO=REPO, FPAC_PYTHON=sys.executable, FPAC_RUN_DIR=run_dir,
                    FPAC_PORT="47431", FPAC_ACTORS_PER_TASK="1", FPAC_EVALUATOR="0",
                    FPAC_RUN_ARGS=RUN_ARGS,
                    FPAC_LEARNER_ARGS=f"{LEARNER_ARGS} --env-steps {env_steps}",
                    PYTHONPATH=REPO, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     return subprocess.run(
-        ["sbatch", "--wait", f"--ntasks={1 + ACTOR_TASKS}", "--cpus-per-task=1",
-         "--mem-per-cpu=200M", "--time=8", "-o", os.path.join(run_dir, "batch-%j.out"), script],
+        ["sbatch", "--wait", *sbatch_opts, "-o", os.path.join(run_dir, "batch-%j.out"), script],
         env=job_env, cwd=REPO, capture_output=True, text=True, timeout=540, check=False)
 
 
@@ -93,8 +98,56 @@ def final_steps(log: str) -> dict[int, int]:
     return {int(a): int(s) for a, s in rows}
 
 
+def log_named(logs: str, pattern: str) -> str:
+    """The one log file in `logs` matching the glob `pattern` (component job ids differ)."""
+    (path,) = glob.glob(os.path.join(logs, pattern))
+    return read(path)
+
+
+def check_actor_tasks(logs: str) -> list[str]:
+    """Every actor task's log shows steps under its own id (rank r -> actor id r); returns the
+    --learner address each task used."""
+    addresses = []
+    for rank in range(ACTOR_TASKS):
+        log = log_named(logs, f"actors-*-{rank}.out")
+        steps = final_steps(log)
+        assert list(steps) == [rank], steps
+        assert steps[rank] > 0, steps
+        addresses += re.findall(r"cluster_task: fpac-actors .*--learner (\S+)", log)
+    return addresses
+
+
+def test_hetjob_runs_learner_and_actors_on_two_nodes(cluster):
+    workdir, env, nodes = cluster
+    if len(nodes) < 2:
+        pytest.skip("one-node cluster (no network namespaces here): Slurm's backfill scheduler "
+                    "never starts a heterogeneous job's components together on one node")
+    run_dir = os.path.join(workdir, "hetrun")
+    os.makedirs(run_dir)
+    script = job_copy("fpac-hetjob.sbatch", workdir)
+    # Shrink the per-component requests to this cluster (8 cpus, 8000 MB per node).
+    text = read(script)
+    text = re.sub(r"--cpus-per-task=\d+", "--cpus-per-task=1", text)
+    text = re.sub(r"--mem-per-cpu=\w+", "--mem-per-cpu=200M", text)
+    text = re.sub(r"(#SBATCH hetjob\n#SBATCH --ntasks=)\d+", rf"\g<1>{ACTOR_TASKS}", text)
+    text = re.sub(r"--time=[\d:]+", "--time=8", text)
+    with open(script, "w") as f:
+        f.write(text)
+    proc = submit(script, env, run_dir, env_steps=600, sbatch_opts=())
+    logs = os.path.join(run_dir, "logs")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    batch = log_named(run_dir, "batch-*.out")
+    placed = re.search(r"learner on (\S+), actors on (\S+)", batch)
+    assert placed and placed[1] != placed[2], batch  # two nodes: two hosts
+    assert "run finished" in log_named(logs, "learner-*.out")
+    addresses = check_actor_tasks(logs)
+    # The actors reached the learner at its node's NodeAddr (10.214.0.x), not by a local name.
+    assert len(addresses) == ACTOR_TASKS and all(a.startswith("10.214.0.") for a in addresses), \
+        addresses
+
+
 def test_single_variant_runs_every_actor_task_and_resumes(cluster):
-    workdir, env = cluster
+    workdir, env, _ = cluster
     run_dir = os.path.join(workdir, "run")
     os.makedirs(run_dir)
     script = job_copy("fpac-single.sbatch", workdir)
@@ -107,13 +160,7 @@ def test_single_variant_runs_every_actor_task_and_resumes(cluster):
     assert proc.returncode == 0 and job, detail
     jid = job[1]
     assert "run finished" in read(os.path.join(logs, f"learner-{jid}.out")), detail
-    ids = {}
-    for rank in range(ACTOR_TASKS):  # one log per actor task; ids from the rank, steps from each
-        steps = final_steps(read(os.path.join(logs, f"actors-{jid}-{rank}.out")))
-        assert list(steps) == [rank], steps
-        assert steps[rank] > 0, steps
-        ids.update(steps)
-    assert sorted(ids) == list(range(ACTOR_TASKS))
+    check_actor_tasks(logs)
 
     # A requeue reruns the job on the same run dir: the learner resumes from the checkpoint.
     proc = submit(script, env, run_dir, env_steps=1200)
@@ -123,20 +170,3 @@ def test_single_variant_runs_every_actor_task_and_resumes(cluster):
     assert "--resume" in learner_log and "resumed from" in learner_log, learner_log[-3000:]
     finished = re.findall(r"run finished: (\d+) env steps", learner_log)
     assert finished and int(finished[-1]) >= 1200, learner_log[-3000:]
-
-
-def test_hetjob_is_accepted_by_slurmctld(cluster):
-    workdir, env = cluster
-    script = job_copy("fpac-hetjob.sbatch", workdir)
-    # Shrink the per-component requests to this 8-cpu, 8000 MB node (the options are per component).
-    text = read(script)
-    text = re.sub(r"--cpus-per-task=\d+", "--cpus-per-task=1", text)
-    text = re.sub(r"--mem-per-cpu=\w+", "--mem-per-cpu=100M", text)
-    with open(script, "w") as f:
-        f.write(text)
-    proc = subprocess.run(["sbatch", "--test-only", script], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert "to start at" in proc.stderr, proc.stderr
-    # Two components: the learner (1 task) and the actor tasks, as the script's hetjob lines say.
-    assert text.count("#SBATCH hetjob") == 1 and "run_job.sh\" het" in text

@@ -9,7 +9,9 @@
 # Each actor task runs FPAC_ACTORS_PER_TASK actors with ids rank * FPAC_ACTORS_PER_TASK ...
 # (deploy/cluster_task.py), reaching the learner at its first node's name and FPAC_PORT. A
 # requeued job (same job id, same run dir) resumes from the run's latest checkpoint. Logs: one file
-# per component and task under RUN_DIR/logs (appended across requeues). Exit code: the learner's.
+# per component and task under RUN_DIR/logs (appended across requeues): learner-JOBID.out and
+# actors-JOBID-RANK.out, where JOBID is the component's own id (in a heterogeneous job the actors'
+# component has the next id). Exit code: the learner's.
 #
 # Environment (all optional): FPAC_REPO (the checkout; default the submit directory),
 # FPAC_PYTHON (default python), FPAC_RUN_DIR (default $FPAC_REPO/runs/slurm-$SLURM_JOB_ID),
@@ -38,7 +40,9 @@ case "$mode" in
     learner_step=(--het-group=0 --ntasks=1)
     actor_tasks=${SLURM_NTASKS_HET_GROUP_1:?not a heterogeneous job with 2 components}
     actor_step=(--het-group=1 --ntasks="$actor_tasks")
-    per_task=${FPAC_ACTORS_PER_TASK:-${SLURM_CPUS_PER_TASK_HET_GROUP_1:-1}} ;;
+    per_task=${FPAC_ACTORS_PER_TASK:-${SLURM_CPUS_PER_TASK_HET_GROUP_1:-1}}
+    echo "run_job: learner on ${SLURM_JOB_NODELIST_HET_GROUP_0:-?}," \
+         "actors on ${SLURM_JOB_NODELIST_HET_GROUP_1:-?}" ;;
   single)
     first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
     actor_tasks=$(( SLURM_NTASKS - 1 ))
