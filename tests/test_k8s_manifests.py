@@ -146,11 +146,76 @@ def test_actor_pods_reach_the_learner_service_with_disjoint_ids_and_the_same_tas
     assert "nvidia.com/gpu" not in str(container(job)["resources"])
 
 
-def test_auth_wiring_is_present_but_optional():
-    """CurveZMQ keys: the Secret, its mounts and --auth are written but commented out (enable them
-    with `fpac-keys deploy/k8s/auth`); the flags are not in the parsers this test runs against."""
-    for name in ("kustomization.yaml", "learner-job.yaml", "actors-job.yaml"):
-        with open(os.path.join(K8S, name)) as f:
-            text = f.read()
-        assert "fpac-auth" in text, name
-    assert "--auth" not in learner_args()
+WITH_AUTH = os.path.join(K8S, "with-auth")
+
+
+def json_patch_add(doc: dict, ops: list[dict]) -> dict:
+    """RFC 6902 `add` (the only op the overlay uses), as kustomize applies it."""
+    import copy  # noqa: PLC0415
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        assert op["op"] == "add", op
+        *parents, last = op["path"].strip("/").split("/")
+        node = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if isinstance(node, list):
+            node.append(op["value"]) if last == "-" else node.insert(int(last), op["value"])
+        else:
+            node[last] = op["value"]
+    return doc
+
+
+def with_auth() -> tuple[dict, dict[str, dict]]:
+    """(the overlay's kustomization, {kind/name: patched document})."""
+    with open(os.path.join(WITH_AUTH, "kustomization.yaml")) as f:
+        kust = yaml.safe_load(f)
+    assert kust["resources"] == [".."]
+    docs = resources()
+    for patch in kust["patches"]:
+        key = f"{patch['target']['kind']}/{patch['target']['name']}"
+        with open(os.path.join(WITH_AUTH, patch["path"])) as f:
+            docs[key] = json_patch_add(docs[key], yaml.safe_load(f))
+    return kust, docs
+
+
+def test_the_with_auth_overlay_gives_each_pod_the_keys_auth_reads(tmp_path):
+    """deploy/k8s/with-auth: the patched Jobs validate, their args parse with --auth, and the
+    Secret's keys (made by the real fpac-keys), laid out as each pod's volume items say, load
+    with the learner's and the actors' key loaders: the actor key the learner accepts is the one
+    the actors hold. Catches a wrong item path, a missing key or a flag the CLIs lack."""
+    from deploy.keys_cli import create_keys  # noqa: PLC0415
+    from fpac_async.auth import load_client_keys, load_server_keys  # noqa: PLC0415
+    kust, docs = with_auth()
+    for key in ("Job/fpac-learner", "Job/fpac-actors"):
+        kubernetes_validate.validate(docs[key], K8S_VERSIONS[-1], strict=True)
+    keys = tmp_path / "keys"
+    create_keys(str(keys), actors=1)
+    (gen,) = kust["secretGenerator"]
+    secret = dict(item.split("=", 1) for item in gen["files"])  # Secret key -> file in with-auth
+    pods = {}
+    for key in ("Job/fpac-learner", "Job/fpac-actors"):
+        spec = docs[key]["spec"]["template"]["spec"]
+        assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsUser"]
+        (mount,) = [m for m in container(docs[key])["volumeMounts"] if m["name"] == "auth"]
+        (vol,) = [v for v in spec["volumes"] if v["name"] == "auth"]
+        assert vol["secret"]["secretName"] == gen["name"]
+        pod = tmp_path / key.split("/")[1]
+        for item in vol["secret"]["items"]:  # the Secret volume as the kubelet writes it
+            src = keys / os.path.relpath(secret[item["key"]], "keys")
+            (pod / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (pod / item["path"]).write_bytes(src.read_bytes())
+        args = [str(a) for a in container(docs[key])["args"]]
+        assert flag(args, "--auth") == mount["mountPath"]
+        pods[key] = (pod, args)
+    learner_pod, largs = pods["Job/fpac-learner"]
+    learner_parser().parse_args(largs)  # SystemExit on a flag fpac-learner lacks
+    server = load_server_keys(str(learner_pod))
+    actor_pod, aargs = pods["Job/fpac-actors"]
+    client = load_client_keys(str(actor_pod), flag(aargs, "--auth-key"))
+    actors_parser().parse_args(aargs)  # SystemExit on a flag fpac-actors lacks
+    assert client.server == server.public  # the actors talk to this learner
+    from fpac_async.auth import load_key_file  # noqa: PLC0415
+    accepted = [load_key_file(os.path.join(server.allowed_dir, f), secret=False)[0]
+                for f in os.listdir(server.allowed_dir)]
+    assert accepted == [client.public]  # and the learner accepts exactly their key
