@@ -299,6 +299,7 @@ class Supervisor:
             self.shutdown()
             for s, handler in old.items():
                 signal.signal(s, handler)
+            log.info("final per-actor stats:\n%s", self.stats_table())
         if any(s.state == "refused" for s in self.slots):
             return EXIT_REFUSED
         return 1 if any(s.state == "failed" for s in self.slots) else 0

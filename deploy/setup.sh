@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian/Ubuntu machine for fpac-async, idempotently:
 #  1. system packages for headless rendering (Mesa's EGL; DESIGN.md section 2),
+#     As root also iproute2 (`ip`) where missing, for tests/test_multihost.py (optional: the test
+#     skips without it),
 #  2. a virtualenv (.venv, or $VENV),
 #  3. torch BEFORE everything else, so a CPU machine gets the CPU build and no CUDA packages,
 #  4. the project itself (editable) with its test extras.
@@ -22,6 +24,13 @@ if [ "${FPAC_SKIP_APT:-0}" != 1 ] && command -v dpkg >/dev/null 2>&1; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
   fi
+fi
+
+if [ "${FPAC_SKIP_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+   && ! command -v ip >/dev/null 2>&1; then
+  echo "setup: installing iproute2 (network namespaces for tests/test_multihost.py)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; } \
+    || echo "setup: could not install iproute2; tests/test_multihost.py will skip" >&2
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
