@@ -48,7 +48,7 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
 fi
 
-if ! "$VENV/bin/python" -c "import fpac_async, zmq, msgpack, dm_control, pytest_timeout, hypothesis" >/dev/null 2>&1 \
+if ! "$VENV/bin/python" -c "import fpac_async, zmq, msgpack, dm_control, pytest_timeout, hypothesis, kubernetes_validate, yaml" >/dev/null 2>&1 \
    || [ pyproject.toml -nt "$VENV/.fpac-installed" ]; then
   echo "setup: installing fpac-async and its dependencies"
   "$VENV/bin/python" -m pip install -q -e ".[test]"
