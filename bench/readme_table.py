@@ -92,18 +92,24 @@ def fig_state_actor(results: str) -> list[tuple[str, str, str]]:
 
 
 def fig_learner(results: str) -> list[tuple[str, str, str]]:
+    """Updates/s of each variant of the newest run per device (bench_learner.py: the plain loop,
+    then our Trainer in each speed setting; rows before the variants were named say `trainer`)."""
     out = []
-    rows = load("learner.jsonl", results)
+    rows = [r for r in load("learner.jsonl", results) if r.get("updates_per_s") is not None]
     for device in sorted({r.get("device", "cpu") for r in rows}):
         group = newest([r for r in rows if r.get("device", "cpu") == device])
-        what = f"SAC updates/s, batch 128, 84x84, Table I nets, {device}: plain loop / our Trainer"
+        what = (f"SAC updates/s, batch 128, 84x84, Table I nets, {device}: the plain loop and our "
+                f"Trainer per speed setting, median (range) (`bench_learner.py`)")
         if not group:
             out.append((what, MISSING, "-"))
             continue
-        per = {v: [r["updates_per_s"] for r in group if r.get("variant") == v]
-               for v in ("plain", "trainer")}
-        text = " / ".join(spread(per[v], "{:.3f}") if per[v] else "-" for v in per)
-        out.append((what, speed(group, text), source(group, "learner.jsonl")))
+        variants = list(dict.fromkeys(r["variant"] for r in group))
+        parts = []
+        for v in variants:
+            xs = [x for r in group if r["variant"] == v
+                  for x in (r.get("updates_per_s_all") or [r["updates_per_s"]])]
+            parts.append(f"{v} {spread(xs, '{:.3f}')}")
+        out.append((what, speed(group, "; ".join(parts)), source(group, "learner.jsonl")))
     return out
 
 

@@ -37,8 +37,8 @@ for _ in 1 2 3; do
     "$PY" bench/bench_feature_points.py --repeats 50 --threads 2 --devices cpu --note "$NOTE"
     "$PY" bench/bench_feature_points.py --repeats 50 --threads 1 --devices cpu --note "$NOTE"
 done
-step "SAC updates/s, CPU, 3 repeats" 3
-for _ in 1 2 3; do "$PY" bench/bench_learner.py --device cpu --threads 2 --note "$NOTE"; done
+step "SAC updates/s, CPU: plain loop, eager Trainer, torch.compile; 3 timed blocks each" 5
+"$PY" bench/bench_learner.py --device cpu --threads 2 --variants plain,eager,compile --note "$NOTE"
 step "state actor with / without rendering, 3 rounds" 2
 "$PY" bench/bench_state_actor.py --note "$NOTE"
 
@@ -48,7 +48,7 @@ if [ "${1:-}" = all ]; then
     step "SAC from state, cartpole_swingup, 100k env steps" 13
     "$PY" bench/bench_learning.py --preset sac-state-cartpole
     step "scaling, 1 and 2 actors, replay ratio 0 (CSV/Markdown, not in the table)" 4
-    "$PY" -m deploy.scaling --task cartpole_swingup --actors 1,2 --seconds 60 --warmup 20 \
+    "$PY" -m studies.scaling --task cartpole_swingup --actors 1,2 --seconds 60 --warmup 20 \
         --replay-ratio 0 --initial-random-steps 0 --gpus 0 --out bench/results \
         --name scaling-cartpole-cpu --note "$NOTE"
 fi
