@@ -11,7 +11,6 @@ Writes one row to bench/results/transport_curve.jsonl with bench/provenance.py's
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -21,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.bench_transport import measure  # noqa: E402
-from bench.provenance import provenance  # noqa: E402
+from bench.provenance import append_row, provenance  # noqa: E402
 from deploy.keys_cli import create_keys  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "transport_curve.jsonl")
@@ -75,10 +74,7 @@ def main() -> None:
                         "image_size": args.image_size, "steps_per_message": args.steps_per_message,
                         "machine_shared": args.machine_shared},
            "summary": summary, "ratio_on_off": ratio, "runs": runs}
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(f"recorded in {os.path.relpath(RESULTS, ROOT)}")
+    append_row(RESULTS, row)
 
 
 if __name__ == "__main__":

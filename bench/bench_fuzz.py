@@ -17,7 +17,6 @@ few bad inputs are kept (hex) in the row. Writes one row to bench/results/fuzz.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.provenance import provenance  # noqa: E402
+from bench.provenance import append_row, provenance  # noqa: E402
 from fpac_async import protocol as P  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "fuzz.jsonl")
@@ -204,10 +203,7 @@ def main() -> None:
            "inputs": n, "elapsed_s": elapsed, "inputs_per_s": n / elapsed, "bad": n_bad,
            "property_held": n_bad == 0, "outcomes": dict(total),
            "by_generator": {k: dict(v) for k, v in counts.items()}, "bad_examples": bad}
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(f"recorded in {os.path.relpath(RESULTS, ROOT)}")
+    append_row(RESULTS, row)
 
 
 if __name__ == "__main__":

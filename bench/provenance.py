@@ -82,3 +82,12 @@ def _shared() -> dict[str, bool]:
     bench/readme_table.py never shows a shared row's speed as a clean figure."""
     flag = os.environ.get("FPAC_MACHINE_SHARED")
     return {} if flag is None else {"machine_shared": flag == "1"}
+
+
+def append_row(path: str, row: dict[str, Any]) -> None:
+    """One JSON line appended to a results file (its folder made), and where it went."""
+    import json  # noqa: PLC0415
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"recorded in {os.path.relpath(path, ROOT)}")

@@ -7,6 +7,7 @@ silent CPU run.
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import pytest
 import torch
@@ -38,3 +39,23 @@ def cuda_device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     return torch.device("cuda")
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test: a learner in this process beside its actors on two
+    shared cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def service(tmp_path) -> Iterator[object]:
+    """A FaultService (tests/fault_service.py) in a fresh directory: the fault-injection tests'
+    learner, actors and their logs; every process it started is gone afterwards."""
+    from fault_service import FaultService  # noqa: PLC0415
+    s = FaultService(os.path.join(str(tmp_path), "run"))
+    yield s
+    s.close()

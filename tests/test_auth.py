@@ -41,12 +41,7 @@ def wait_for(condition: Callable[[], bool], what: str, state: Callable[[], str] 
         time.sleep(0.02)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(run_dir: str, port: int) -> RunConfig:

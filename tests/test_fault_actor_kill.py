@@ -8,21 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 
-import pytest
 
-from fault_service import FaultService
 
 BUDGET = 1000  # env steps (point_reach: action repeat 1)
-
-
-@pytest.fixture
-def service():
-    with tempfile.TemporaryDirectory(prefix="fpac-fault-actor-") as d:
-        s = FaultService(os.path.join(d, "run"))
-        yield s
-        s.close()
 
 
 def test_a_killed_actor_is_restarted_and_the_run_reaches_its_budget(service):

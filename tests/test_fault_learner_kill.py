@@ -15,23 +15,13 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 
-import pytest
 
-from fault_service import FaultService, alive
+from fault_service import alive
 from learner.checkpoint import load_checkpoint, state_digest, unfinished_writes
 
 BUDGET = 1000
 CKPT_EVERY = 30  # updates
-
-
-@pytest.fixture
-def service():
-    with tempfile.TemporaryDirectory(prefix="fpac-fault-learner-") as d:
-        s = FaultService(os.path.join(d, "run"))
-        yield s
-        s.close()
 
 
 def adam_steps(sac_state: dict, opt: str) -> int:

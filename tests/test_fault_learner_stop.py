@@ -10,25 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
 
-import pytest
 
-from fault_service import FaultService, rss_mb
+from fault_service import rss_mb
 
 STOP_S = float(os.environ.get("FPAC_FAULT_STOP_S", "12"))
 BUDGET = 800
 RSS_BOUND_MB = 64  # growth allowed while stopped (actors) and after it (learner)
 BLOCKED_CPU_S = 0.25  # CPU an actor may use in the stop's last 5 s (a blocked one: ~0)
-
-
-@pytest.fixture
-def service():
-    with tempfile.TemporaryDirectory(prefix="fpac-fault-stop-") as d:
-        s = FaultService(os.path.join(d, "run"))
-        yield s
-        s.close()
 
 
 def cpu_s(pid: int) -> float:

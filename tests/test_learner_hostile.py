@@ -111,12 +111,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) 
         time.sleep(0.01)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: learner and test in one process
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(run_dir: str, port: int) -> RunConfig:

@@ -29,12 +29,7 @@ def config(run_dir: str, port: int, episode: int = 50) -> RunConfig:
         env_steps=10**6, run_dir=run_dir)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def wait_for(condition, what: str, timeout_s: float = 20.0) -> None:

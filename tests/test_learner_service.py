@@ -175,12 +175,7 @@ def ctx() -> Iterator[zmq.Context]:
     context.destroy(linger=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: learner + actor in one process
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:

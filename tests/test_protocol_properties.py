@@ -11,6 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.bench_fuzz import valid_messages
 from fpac_async import protocol as P
 
 BOUNDED = settings(max_examples=200, deadline=None, derandomize=True, database=None,
@@ -26,26 +27,7 @@ any_value = st.recursive(
     max_leaves=12)
 
 
-def _valid_messages() -> list[P.Message]:
-    n, side = 3, 8
-    flags = np.array([P.FIRST, 0, P.TERMINAL], np.uint8)
-    steps = P.steps_message(1, 0, 0, 0, np.zeros((n, 3, side, side), np.uint8),
-                            np.zeros((n, 2), np.float32), np.ones(n, np.float32), flags,
-                            np.zeros(n, np.int32), cam=np.zeros((n, 2), np.float32))
-    state = P.steps_message(2, 1, 5, 40, None, np.zeros((n, 1), np.float32),
-                            np.zeros(n, np.float32), np.zeros(n, np.uint8), np.ones(n, np.int32),
-                            state=np.zeros((n, 4), np.float32))
-    return [steps, state,
-            P.hello_message(1, "point_reach", 7, (3, 8, 8), 2, settings={"action_repeat": 2}),
-            P.stats_message(1, 3, [{"return": 1.5, "length": 10, "env": 0}], {"fps": 9.0}),
-            P.eval_result_message(4, 1, 2, [1.0, 2.0], [5, 6], version=3, wall_s=0.5),
-            P.heartbeat_message(4, 2, 3, True, eval_id=2, episodes_done=1),
-            P.policy_message(1, 2, b"script", np.zeros(6, np.float32), [["w", [2, 3]]]),
-            P.weights_message(2, 3, np.zeros(6, np.float32), [["w", [6]]], run=5),
-            P.eval_message(3, 3, 1, 4, 2), P.stop_message(4, 3), P.refuse_message(5, 3, 1, P.ACTOR, "x")]
-
-
-VALID = [[bytes(f) for f in P.encode(m)] for m in _valid_messages()]
+VALID = valid_messages()  # one of each kind, as the fuzz benchmark seeds its mutations
 HEADERS = [msgpack.unpackb(frames[0]) for frames in VALID]
 
 

@@ -14,16 +14,8 @@ import pytest
 from actors.supervisor import STAT_FIELDS, Supervisor
 from fpac_async import protocol as P
 from fpac_async.config import EnvConfig, RunConfig, resolve
+from fault_service import alive
 from test_actor_service import FakeLearner, start_actors, steps_of
-
-
-def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def descendants(pid: int) -> set[int]:
