@@ -253,16 +253,15 @@ class Supervisor:
                 log.warning("%s %d: still running %g s after the learner ended the run (started "
                             "after its stop?); stopping it", slot.role, slot.actor_id,
                             self.run_end_grace_s)
-                slot.process.terminate()
-                slot.process.join(self.shutdown_timeout_s)
-                if slot.process.is_alive():
-                    slot.process.kill()
-                    slot.process.join()
+                self._stop_processes([slot.process])
                 slot.state = "done"
 
     def shutdown(self) -> None:
         """SIGTERM every child, join with a timeout, SIGKILL the rest: no orphans."""
-        procs = [s.process for s in self.slots if s.process is not None]
+        self._stop_processes([s.process for s in self.slots if s.process is not None])
+
+    def _stop_processes(self, procs: list[Any]) -> None:
+        """SIGTERM these children, join them within shutdown_timeout_s, SIGKILL what is left."""
         for p in procs:
             if p.is_alive():
                 p.terminate()

@@ -255,6 +255,14 @@ class Receiver(threading.Thread):
             raise SettingsMismatchError(f"{role} {msg.actor} was started with other settings "
                                         f"than the learner's: {'; '.join(diff)}")
 
+    def _queue_refusal(self, actor: int, role: str, reason: str) -> None:
+        """Hand a refusal to the main thread, which broadcasts it; dropped when the queue is
+        full (a refused sender says hello, or sends steps, again: it is refused then)."""
+        try:
+            self.refusals.put_nowait((actor, role, reason))
+        except queue.Full:
+            pass
+
     def _refusing(self, msg: Message, role: str, check: Callable[[], None]) -> None:
         """Run `check`; if it rejects the message, also queue a `refuse` for its sender (the main
         thread publishes it: the sender exits instead of saying hello forever)."""
@@ -264,10 +272,7 @@ class Receiver(threading.Thread):
             if role == ACTOR:
                 self._accepted.discard(msg.actor)
                 self._refused[msg.actor] = (str(e), time.monotonic())
-            try:
-                self.refusals.put_nowait((msg.actor, role, str(e)))
-            except queue.Full:
-                pass  # the sender says hello again every second: it is refused then
+            self._queue_refusal(msg.actor, role, str(e))
             raise
 
     def _on_hello(self, msg: Message, role: str) -> None:
@@ -328,10 +333,7 @@ class Receiver(threading.Thread):
             reason, sent = refused
             if time.monotonic() - sent >= 1.0:  # PUB is lossy: refuse again, once a second
                 self._refused[msg.actor] = (reason, time.monotonic())
-                try:
-                    self.refusals.put_nowait((msg.actor, ACTOR, reason))
-                except queue.Full:
-                    pass
+                self._queue_refusal(msg.actor, ACTOR, reason)
             raise SettingsMismatchError(f"steps from refused actor {msg.actor}: {reason}")
         if msg.actor not in self._accepted:
             now = time.monotonic()
