@@ -3,14 +3,17 @@ same networks and settings) vs our Trainer + Replay + SAC in each speed setting 
 
 Variants (each is the eager Trainer path with the listed changes; those that need CUDA are
 skipped on the CPU): plain, eager, cudagraphs, best (cudagraphs + TF32 + GPU replay), tf32,
-gpu_replay, channels_last, no_fused_adam, amp (bf16), compile, compile_cudagraphs. The
+gpu_replay, channels_last, no_fused_adam, amp (bf16 autocast, CUDA or CPU), compile,
+compile_cudagraphs, amp_channels_last, compile_amp, compile_channels_last, and default (every
+setting at auto: what the learner runs on this device). The
 variants run in this order and each row is written as soon as it is measured, so a run cut
 short by a timeout keeps the rows it finished. A variant that fails writes a row with its error.
 
 Each row: updates/s of every timed block (median, min, max over --repeats), the warm-up time
 (compile / capture included), the speed-up over the plain loop, provenance and settings. All
 variants but those with TF32 run in full float32 (TF32 off for matmuls and cuDNN convs).
-Defaults are the paper's networks (Table I: 84x84 frames, K=32 points, 2x1024 MLPs, batch 128).
+Defaults are the paper's networks as the authors' code builds them (84x84 frames, K=32 points,
+3x1024 MLPs with their init, batch 128; AgentConfig's defaults).
 
     python bench/bench_learner.py --device cuda                 # all variants, paper networks
     python bench/bench_learner.py --device cpu --variants plain,eager,compile --updates 5
@@ -54,6 +57,12 @@ VARIANTS = {  # name -> (speed settings over OFF, replay on the GPU)
     "amp": ({"amp": "on"}, False),
     "compile": ({"compile": "compile"}, False),
     "compile_cudagraphs": ({"compile": "compile-cudagraphs"}, False),
+    "amp_channels_last": ({"amp": "on", "channels_last": "on"}, False),
+    "compile_amp": ({"compile": "compile", "amp": "on"}, False),
+    "compile_channels_last": ({"compile": "compile", "channels_last": "on"}, False),
+    # What `auto` resolves to on the device (fpac_async/speed.py): the learner's default path.
+    "default": ({k: "auto" for k in ("compile", "tf32", "amp", "channels_last", "fused_adam")},
+                False),
 }
 
 

@@ -10,6 +10,12 @@ evaluated policy, seconds since the start, mean and std over the episodes), the 
 the time to reach `--target` (None if it never did). `tiny-actors` also prints the actor-count
 table (final eval mean +- std over seeds), which must not depend on the number of actors.
 Extra arguments after `--` go to fpac-train (e.g. `-- --env-steps 20000`).
+
+A run too long for one sitting (fpac-cartpole-cpu takes hours on a 2-core CPU) is started by
+hand, `fpac-train <the preset's args> --run-dir DIR`, stopped with Ctrl-C / SIGINT (it leaves a
+checkpoint), resumed with `fpac-train --resume DIR`, and recorded whenever wanted with
+`--from-run DIR`: the row holds every evaluation so far and `partial: true` until the final
+evaluation is in.
 """
 from __future__ import annotations
 
@@ -33,6 +39,12 @@ PRESETS = {
     "sac-state-cartpole": {"args": ["--task", "cartpole_swingup", "--encoder", "state",
                                     "--env-steps", "100000", "--actors", "1", "--gpus", "0"],
                            "target": 750.0},
+    # FPAC from pixels on a CPU learner (issue 21): the authors' agent, default settings, one
+    # actor; --save-replay so that `fpac-train --resume RUN_DIR` continues exactly. Published at
+    # 100k env steps: DrQ-v2 626, MR.Q 477, DrQ 759, CURL 582, pixel SAC 419.
+    "fpac-cartpole-cpu": {"args": ["--task", "cartpole_swingup", "--env-steps", "100000",
+                                   "--actors", "1", "--gpus", "0", "--save-replay"],
+                          "target": 600.0},
     # FPAC from pixels on a GPU machine (published at 100k: DrQ 759 +- 92, CURL 582 +- 146).
     "fpac-cartpole-gpu": {"args": ["--task", "cartpole_swingup", "--env-steps", "100000",
                                    "--actors", "15", "--gpus", "1"], "target": 750.0},
@@ -52,6 +64,11 @@ def run_train(args: list[str], run_dir: str, timeout_s: float) -> dict:
         code, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as e:  # killed (its actors die with it): keep what it wrote
         code, out, err = "timeout", str(e.stdout or ""), str(e.stderr or "")
+    return collect(run_dir, code, start, out, err)
+
+
+def collect(run_dir: str, code: int | str, start: float, out: str, err: str) -> dict:
+    """A run directory's evaluations (seconds since `start`), settings, lag and update rate."""
     wall = time.time() - start
     evals = []
     path = os.path.join(run_dir, "evals.jsonl")
@@ -77,6 +94,29 @@ def run_train(args: list[str], run_dir: str, timeout_s: float) -> dict:
                        "episodes": len(e["returns"]), "final": e["final"]} for e in evals]}
 
 
+def record_run_dir(preset: str, run_dir: str, target: float | None, out: str, note: str) -> int:
+    """Record a row from a run directory made by hand (module docstring): partial until its
+    final evaluation is in; wall_s is the time of the last metrics row since the first."""
+    if preset not in PRESETS:
+        raise SystemExit(f"--from-run needs a preset of {', '.join(PRESETS)}")
+    target = target if target is not None else PRESETS[preset]["target"]
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.endswith("\n")]
+    # Evaluations' wall_s count from the first metrics row (a resumed run's pause included).
+    result = collect(run_dir, "from-run", rows[0]["time"] if rows else time.time(), "", "")
+    result["wall_s"] = round(rows[-1]["time"] - rows[0]["time"], 1) if rows else None
+    result["last_metrics"] = rows[-1] if rows else None
+    summary = summarise(result, target)
+    row = {"bench": "learning", "preset": preset, **provenance(), "run_dir": run_dir,
+           "partial": summary["final_mean"] is None, "note": note,
+           "args": PRESETS[preset]["args"], "target": target, **summary, **result}
+    record(row, out)
+    for e in result["evals"]:
+        print(f"env {e['env_steps']:>7}  eval {e['mean']:8.1f} +- {e['std']:.1f}")
+    print(f"recorded {'a partial' if row['partial'] else 'the final'} row in {out}")
+    return 0
+
+
 def summarise(result: dict, target: float | None) -> dict:
     evals = result["evals"]
     final = next((e for e in reversed(evals) if e["final"]), None)
@@ -100,8 +140,14 @@ def main() -> int:
     p.add_argument("--timeout-s", type=float, default=7200.0, help="per run")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "learning.jsonl"))
     p.add_argument("--keep", default="", help="directory to keep the run directories in")
+    p.add_argument("--from-run", default="", metavar="DIR",
+                   help="record the preset's row from this run directory (started by hand, "
+                        "possibly stopped or still running) instead of running it")
+    p.add_argument("--note", default="", help="free text stored with the row")
     p.add_argument("extra", nargs="*", help="flags for fpac-train (after --)")
     a = p.parse_args()
+    if a.from_run:
+        return record_run_dir(a.preset, a.from_run, a.target, a.out, a.note)
     base = a.keep or tempfile.mkdtemp(prefix="fpac-bench-")
     stamp = provenance()
     if a.preset in PRESETS:

@@ -32,7 +32,7 @@ class PlainSAC:
         head = int(cfg.pixels_feature_dim) if cfg.encoder == "pixels" else 0
         self.actor = Actor(f, action_dim, cfg.hidden_dim, cfg.hidden_layers, cfg.log_std_min,
                            cfg.log_std_max, cfg.log_std_bound, head_dim=head,
-                           init=cfg.mlp_init).to(device)
+                           init=cfg.mlp_init, tanh_log_prob=cfg.tanh_log_prob).to(device)
         self.critic = TwinCritic(f, action_dim, cfg.hidden_dim, cfg.hidden_layers,
                                  head_dim=head, init=cfg.mlp_init).to(device)
         self.target_encoder = copy.deepcopy(self.encoder) if cfg.target_encoder else None
@@ -65,6 +65,9 @@ class PlainSAC:
         self.critic_opt.step()
         losses = [critic_loss.item()]
         if self.step % cfg.actor_update_every == 0:
+            if cfg.actor_features == "recompute":  # the authors: encode s again after the step
+                with torch.no_grad():
+                    feat = self.encoder(obs)
             a, logp = self.actor.sample(feat.detach())
             actor_loss = (alpha * logp - self.critic(feat.detach(), a).min(0).values).mean()
             alpha_loss = (self.log_alpha * (-logp.detach() - self.target_entropy)).mean()

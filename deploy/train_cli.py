@@ -128,8 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not gpu and cfg.agent.encoder != "state":
             print(CPU_PIXELS_NOTE.format(size=cfg.env.image_size), file=sys.stderr, flush=True)
     if not gpu:
-        # The actors take one core each; the SAC updates get the rest (at least one thread).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - actors))
+        # A CPU learner sets the pace (replay ratio 1: one agent step per update), so an actor
+        # needs a few percent of a core (one render and one policy step per update): the SAC
+        # updates get every core.
+        torch.set_num_threads(os.cpu_count() or 1)
     log.info("%s run %s: task %s, %d actors, learner on %s at %s, budget %d env steps",
              "resuming" if args.resume else "starting", cfg.run_dir, cfg.env.task, actors,
              "cuda:0" if gpu else "cpu", cfg.learner.bind, cfg.env_steps)

@@ -52,8 +52,10 @@ class AgentConfig:
     """Width of the actor's and the critic's own Linear+LayerNorm+tanh heads on 'pixels' convs."""
     hidden_dim: int = 1024
     """Units per hidden layer of the actor and critic MLPs."""
-    hidden_layers: int = 2
-    """Hidden layers of the actor and critic MLPs (Table I: 2; the authors' code: 3)."""
+    hidden_layers: int = 3
+    """Hidden layers of the actor and critic MLPs: 3, the authors' utils.MLP(hidden_layers=2),
+    which builds Linear(in, 1024) + 2 x Linear(1024, 1024) + the output layer (Table I's "2" is
+    that config value; 2 is Table I read literally)."""
     lr: float = 3e-4
     """Adam learning rate of actor, critic and temperature."""
     lr_initial: float | None = None
@@ -84,9 +86,16 @@ class AgentConfig:
     log_std_bound: str = "clamp"
     """How log-std is bounded: 'clamp' (hard clamp, the authors' code) or 'tanh' (the SAC-AE/DrQ
     rescale)."""
-    mlp_init: str = "orthogonal"
-    """Actor/critic MLP init: 'orthogonal' (SAC-AE/DrQ) or 'authors' (PyTorch default, last layer
-    U(-3e-3, 3e-3))."""
+    mlp_init: str = "authors"
+    """Actor/critic MLP init: 'authors' (their utils.MLP: PyTorch's default, last layer
+    U(-3e-3, 3e-3)) or 'orthogonal' (SAC-AE/DrQ)."""
+    actor_features: str = "recompute"
+    """Features the actor step reads: 'recompute' (the authors' fpac.py: the encoder, just
+    updated by the critic step, encodes s again, without gradient) or 'reuse' (the critic step's
+    features, detached, as in DrQ-v2: one encoder pass less)."""
+    tanh_log_prob: str = "authors"
+    """The tanh change of variables in log pi: 'authors' (their sac.py: log(1 - tanh(u)^2 + 1e-6),
+    bounded at log 1e-6 per dimension) or 'exact' (2 (log 2 - u - softplus(-2u)))."""
 
 
 @dataclass
@@ -109,6 +118,11 @@ class EnvConfig:
     """Environments stepped by each actor process (dmc: >= 2 overlaps policy and rendering)."""
     render_quality: str = "benchmark"
     """'benchmark' (dm_control's 2048 shadow map, 4x MSAA) or 'fast' (dmc: 512 shadow map, no MSAA)."""
+    camera_measure: str = "plane"
+    """How actors measure the camera's pixel motion for --camera-offset (dmc backend): 'plane',
+    the motion of the point where the previous optical axis meets the robot's plane y = 0 (ours),
+    or 'origin', the motion of the world origin (the authors' dm_wrappers.py, for reproduction:
+    on walker's pitched camera it leaves ~30 to 80 percent of the motion uncompensated; docs/FIDELITY.md)."""
     state_source: str = "default"
     """The env's low-dim state: 'default' (DMC's observation) or 'keypoints' (handcrafted keypoints,
     fpac_async/keypoints.py; the SAC-keypoints baseline with --encoder state; dmc and numpy)."""
@@ -157,7 +171,9 @@ class LearnerConfig:
     tf32: str = "auto"
     """TF32 matmuls and convolutions on CUDA: on, off, or auto (PyTorch's defaults)."""
     amp: str = "auto"
-    """bf16 autocast of the SAC update on CUDA: on, off, or auto (the device's default: off)."""
+    """bf16 autocast of the SAC update (CUDA, or a CPU with AMX / AVX512-BF16): on, off, or auto
+    (the device's default, fpac_async/speed.py). The feature-point softmax and expectations, the
+    losses, the temperature and the optimizer state stay float32."""
     channels_last: str = "auto"
     """Channels-last memory format for the encoder: on, off, or auto (the device's default)."""
     fused_adam: str = "auto"
@@ -232,7 +248,9 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in [
 # - ball_in_cup_catch: absolute points (the authors' only task without relative_xy).
 # - point_reach: a small agent that learns in a few thousand steps on 2 CPU cores (measured:
 #   bench/results/tiny_learning.jsonl). Absolute points: its reward is the distance of ONE dot to
-#   the image centre, which relative points (centred on the mean point) cannot see.
+#   the image centre, which relative points (centred on the mean point) cannot see. It keeps the
+#   agent it was measured with (2 hidden layers, orthogonal init, the critic step's features, the
+#   exact tanh log-prob): it is our test task, not the paper's, and its figures stay comparable.
 # - camera_offset (see CAMERA_OFFSET_BACKENDS): on where camera 0 tracks the body (Fig. 3).
 _REACHER_LR = {"lr_initial": 1e-3, "lr_initial_env_steps": 200_000}
 TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -243,7 +261,8 @@ TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
        if spec.camera_moves},
     "point_reach": {
         "agent": {"num_points": 16, "hidden_dim": 256, "conv_channels": 16, "batch_size": 64,
-                  "lr": 1e-3, "relative": False},
+                  "lr": 1e-3, "relative": False, "hidden_layers": 2, "mlp_init": "orthogonal",
+                  "actor_features": "reuse", "tanh_log_prob": "exact"},
         "replay": {"initial_random_steps": 500, "capacity": 20_000},
         "learner": {"eval_every_env_steps": 1000},
     },
@@ -299,11 +318,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
     )
     _check_choice("agent.encoder", cfg.agent.encoder, ("fpac", "pixels", "state", "pretrained"))
     _check_choice("env.state_source", env.state_source, ("default", "keypoints"))
+    _check_choice("env.camera_measure", env.camera_measure, ("plane", "origin"))
     _check_baselines(cfg.agent, env, spec)
     _check_choice("agent.softmax", cfg.agent.softmax, ("separable", "spatial"))
     _check_choice("env.backend", env.backend, ("dmc", "envpool", "numpy"))
     _check_choice("agent.log_std_bound", cfg.agent.log_std_bound, ("clamp", "tanh"))
     _check_choice("agent.mlp_init", cfg.agent.mlp_init, ("orthogonal", "authors"))
+    _check_choice("agent.actor_features", cfg.agent.actor_features, ("recompute", "reuse"))
+    _check_choice("agent.tanh_log_prob", cfg.agent.tanh_log_prob, ("authors", "exact"))
     if cfg.agent.camera_offset and env.backend not in CAMERA_OFFSET_BACKENDS:
         raise ConfigError(f"agent.camera_offset needs a backend that measures the camera's motion "
                           f"({', '.join(CAMERA_OFFSET_BACKENDS)}); {env.backend} reports zero "

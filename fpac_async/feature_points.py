@@ -22,6 +22,13 @@ def _check_maps(maps: Tensor) -> None:
         raise TypeError("feature maps must be a floating-point tensor")
 
 
+def _at_least_float32(maps: Tensor) -> Tensor:
+    """Half-precision maps (bf16 autocast) as float32; float32 and float64 unchanged."""
+    if maps.dtype == torch.bfloat16 or maps.dtype == torch.float16:
+        return maps.float()
+    return maps
+
+
 def _grid(n: int, like: Tensor) -> Tensor:
     """The coordinate grid linspace(-1, 1, n) on the maps' device and dtype."""
     return torch.linspace(-1.0, 1.0, n, device=like.device, dtype=like.dtype)
@@ -40,6 +47,7 @@ def separable_feature_points(maps: Tensor, temperature: float = 0.5) -> Tensor:
     Channels-last 4D maps are reduced in their memory order.
     """
     _check_maps(maps)
+    maps = _at_least_float32(maps)  # bf16 maps (autocast): pooling, softmax, expectations in f32
     height = maps.size(-2)
     width = maps.size(-1)
     # Sums, scaled afterwards on the small pooled tensors: the backward of a sum is a free
@@ -62,12 +70,13 @@ def separable_feature_points(maps: Tensor, temperature: float = 0.5) -> Tensor:
         # what the actors run per step at batch 1 on 84x84 and 32x32 images).
         g = torch.stack([sum_x, sum_y], -2)  # [..., K, 2, W]
         p = torch.softmax(g * (1.0 / (temperature * height)), dim=-1)
-        xy = torch.matmul(p, _grid(width, maps))  # [..., K, 2]
+        # Expectations as multiply-and-sum, not matmul: autocast would run a matmul in bf16.
+        xy = (p * _grid(width, maps)).sum(-1)  # [..., K, 2]
         return torch.cat([xy, scalar.unsqueeze(-1)], -1)
     p_x = torch.softmax(sum_x * (1.0 / (temperature * height)), dim=-1)
     p_y = torch.softmax(sum_y * (1.0 / (temperature * width)), dim=-1)
-    x = torch.matmul(p_x, _grid(width, maps))
-    y = torch.matmul(p_y, _grid(height, maps))
+    x = (p_x * _grid(width, maps)).sum(-1)
+    y = (p_y * _grid(height, maps)).sum(-1)
     return torch.stack([x, y, scalar], -1)
 
 
@@ -75,17 +84,18 @@ def spatial_softmax_feature_points(maps: Tensor, temperature: float = 0.5) -> Te
     """Full spatial-softmax feature points (eq. 1): p = softmax over all H*W of h / beta, then
     (x_k, y_k) = sum over pixels of p times the pixel's (x, y); m_k = tanh(mean h_k) (eq. 2).
 
-    The expectation is one matrix product of p [..., K, H*W] with the [H*W, 2] coordinate table,
-    so p is read once.
+    The expectations are multiply-and-sums of p [..., K, H*W] with the flat x and y coordinate
+    tables, in float32 (bf16 maps under autocast are cast up first; autocast would run a matmul
+    in bf16).
     """
     _check_maps(maps)
+    maps = _at_least_float32(maps)
     height = maps.size(-2)
     width = maps.size(-1)
     flat = maps.flatten(-2)  # [..., K, H*W]
     p = torch.softmax(flat * (1.0 / temperature), dim=-1)
     ys, xs = torch.meshgrid(_grid(height, maps), _grid(width, maps), indexing="ij")
-    table = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # [H*W, 2], row-major like flat
-    xy = torch.matmul(p, table)  # [..., K, 2]
+    xy = torch.stack([(p * xs.reshape(-1)).sum(-1), (p * ys.reshape(-1)).sum(-1)], -1)
     scalar = torch.tanh(flat.mean(-1))
     return torch.cat([xy, scalar.unsqueeze(-1)], -1)
 

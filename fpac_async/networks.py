@@ -50,6 +50,8 @@ def feature_head(in_dim: int, out_dim: int) -> nn.Module:
 
 
 MLP_INITS = ("orthogonal", "authors")
+TANH_LOG_PROBS = ("authors", "exact")
+AUTHORS_LOG_PROB_EPS = 1e-6  # sac.py: log(1 - action**2 + 1e-6)
 AUTHORS_LAST_LAYER = 3e-3  # utils.MLP(init_w=3e-3) in the authors' code
 
 
@@ -84,8 +86,12 @@ class Actor(nn.Module):
 
     def __init__(self, feature_dim: int, action_dim: int, hidden_dim: int, hidden_layers: int,
                  log_std_min: float, log_std_max: float, log_std_bound: str = "clamp",
-                 head_dim: int = 0, init: str = "orthogonal"):
+                 head_dim: int = 0, init: str = "orthogonal", tanh_log_prob: str = "exact"):
         super().__init__()
+        if tanh_log_prob not in TANH_LOG_PROBS:
+            raise ValueError(f"tanh_log_prob must be one of {', '.join(TANH_LOG_PROBS)}; got "
+                             f"{tanh_log_prob!r}")
+        self.authors_log_prob = tanh_log_prob == "authors"
         if not log_std_min < log_std_max:
             raise ValueError(f"log_std_min ({log_std_min}) must be < log_std_max ({log_std_max})")
         if log_std_bound not in ("clamp", "tanh"):
@@ -121,9 +127,11 @@ class Actor(nn.Module):
     def sample(self, features: Tensor) -> Tuple[Tensor, Tensor]:
         """A reparameterised sample (action [B, A], log pi(action | s) [B]) for the SAC losses.
 
-        log pi(a) = log N(u; mu, sigma) - sum log(1 - tanh(u)^2), with the change-of-variables
-        term in the stable form log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)). Computed in
-        float32 even under bf16 autocast (the log-prob is a small difference of large terms).
+        log pi(a) = log N(u; mu, sigma) - sum log(1 - tanh(u)^2) (SAC's eq. 21). The
+        change-of-variables term: 'authors' (the default), their sac.py's log(1 - tanh(u)^2 +
+        1e-6), which stops growing at log 1e-6 once |u| > ~7; 'exact', the stable form
+        2 (log 2 - u - softplus(-2u)) (at u = 8 the two differ by 1.2 nats). Computed in float32
+        even under bf16 autocast (the log-prob is a small difference of large terms).
         """
         mean, log_std = self.forward(features)
         mean = mean.float()
@@ -132,7 +140,10 @@ class Actor(nn.Module):
         u = mean + log_std.exp() * eps
         action = torch.tanh(u)
         gaussian = -0.5 * eps.pow(2) - log_std - 0.5 * _LOG_2PI
-        squash = 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
+        if self.authors_log_prob:
+            squash = torch.log(1.0 - action.pow(2) + AUTHORS_LOG_PROB_EPS)
+        else:
+            squash = 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
         return action, (gaussian - squash).sum(-1)
 
 

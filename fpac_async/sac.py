@@ -12,8 +12,12 @@ Python int). Structure follows SAC-AE / DrQ and the authors' fpac.py:
   them (SAC-AE / DrQ);
 - the actor and the temperature see DETACHED features (DESIGN.md: "only the critic loss trains
   the encoder"), and are updated every cfg.actor_update_every updates;
-- the actor reuses the features computed for the critic step, detached (as in DrQ-v2), rather
-  than encoding the observations a second time (the authors re-encode after the critic step);
+- the actor step reads features of s recomputed by the encoder after the critic step, without
+  gradient (cfg.actor_features 'recompute', the authors' fpac.py update_actor_and_alpha), or the
+  critic step's features, detached ('reuse', DrQ-v2: one encoder pass less);
+- bf16 autocast (amp) on CUDA or a CPU: convs and matmuls in bf16; the feature-point softmax and
+  expectations (feature_points.py), the log-prob, the losses, log alpha, the weights, gradients
+  and Adam state stay float32;
 - SAC from pixels: the encoder is the conv trunk; actor and critic each own a Linear+LayerNorm+
   tanh head (networks.feature_head), the actor's trained by the actor loss (SAC-AE).
 
@@ -51,8 +55,9 @@ class SAC:
         self.cfg = cfg
         self.device = torch.device(device)
         self.action_dim = int(action_dim)
-        # bf16 autocast only where it pays and is supported (CUDA); a no-op elsewhere.
-        self.amp = bool(amp) and self.device.type == "cuda"
+        # bf16 autocast where speed.py resolves it on (CUDA, a CPU with AMX / AVX512-BF16, or
+        # asked for explicitly).
+        self.amp = bool(amp)
         self.channels_last = bool(channels_last)
         check_compile_mode(compile_mode)
         # Fused Adam (one kernel for all tensors) needs CUDA; default: on CUDA only.
@@ -68,7 +73,8 @@ class SAC:
         head_dim = int(cfg.pixels_feature_dim) if cfg.encoder == "pixels" else 0
         self.actor = Actor(feature_dim, self.action_dim, cfg.hidden_dim, cfg.hidden_layers,
                            cfg.log_std_min, cfg.log_std_max, cfg.log_std_bound,
-                           head_dim=head_dim, init=cfg.mlp_init).to(self.device)
+                           head_dim=head_dim, init=cfg.mlp_init,
+                           tanh_log_prob=cfg.tanh_log_prob).to(self.device)
         self.critic = TwinCritic(feature_dim, self.action_dim, cfg.hidden_dim,
                                  cfg.hidden_layers, head_dim=head_dim,
                                  init=cfg.mlp_init).to(self.device)
@@ -121,7 +127,7 @@ class SAC:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                                   cache_enabled=self._autocast_cache)
         return contextlib.nullcontext()
 
@@ -161,6 +167,12 @@ class SAC:
         with torch.no_grad():
             target_features = self.target_encoder(next_obs, batch.next_cam, batch.next_state)
         return features, next_features, target_features
+
+    @torch.no_grad()
+    def actor_features(self, batch: Batch) -> Tensor:
+        """Features of s from the encoder as the critic step left it (the authors' fpac.py
+        update_actor_and_alpha re-encodes obs after update_critic), without gradient."""
+        return self.encoder(self._obs(batch.obs), batch.cam, batch.state)
 
     # ------------------------------------------------------------------------------- losses
     def critic_loss(self, batch: Batch, features: Tensor, next_features: Tensor,
@@ -225,6 +237,8 @@ class SAC:
 
         if actor_step:
             with self._autocast():
+                if self.cfg.actor_features == "recompute":
+                    features = self.actor_features(batch)
                 loss, actor_metrics = self.actor_alpha_loss(features)
             self.actor_opt.zero_grad(set_to_none=True)
             self.alpha_opt.zero_grad(set_to_none=True)

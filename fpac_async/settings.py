@@ -22,7 +22,7 @@ def run_settings(env: EnvConfig, frame_stack: int, encoder: str) -> dict[str, An
             "episode_control_steps": int(env.episode_control_steps),
             "render_quality": env.render_quality, "frame_stack": int(frame_stack),
             "pixels": encoder != "state",  # what the encoder changes in an actor's data
-            "state_source": env.state_source}
+            "state_source": env.state_source, "camera_measure": env.camera_measure}
 
 
 def mismatches(expected: dict[str, Any], got: dict[str, Any] | None) -> list[str]:

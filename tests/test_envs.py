@@ -1,6 +1,8 @@
 """Env backends: dmc benchmark semantics against raw dm_control, point_reach, errors, probe."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -284,3 +286,37 @@ def test_render_probe_renders_in_child():
     assert probe_rendering("dmc", "cartpole_swingup")  # a renderer name, e.g. llvmpipe
     with pytest.raises(RenderingError, match="camera 4 does not exist"):
         probe_rendering("dmc", "cartpole_swingup", camera=4)
+
+
+def test_dmc_origin_camera_measure_is_the_world_origins_image_motion(monkeypatch):
+    """--camera-measure origin (the authors' dm_wrappers.py): cam is the image motion of the
+    world origin; on walker's pitched camera that is not the motion of content at the body's
+    depth (the default 'plane' measure), so the two differ. A marker at the origin moves by the
+    origin measure. Catches: the origin measure left at the plane's, or its sign or axes."""
+    from actors.envs import dmc
+
+    monkeypatch.setattr(dmc.suite, "load", with_marker)
+    cfg = dataclasses.replace(env_cfg("walker_walk", image_size=84), camera_measure="origin")
+    env = make_vec_env(cfg, seed=0, num_envs=1)
+    plane = make_vec_env(env_cfg("walker_walk", image_size=84), seed=0, num_envs=1)
+    try:
+        for e in (env, plane):
+            e.reset()
+            e._envs[0].physics.named.model.geom_pos["marker"] = [0.0, 0.0, 0.0]
+            e._envs[0].physics.forward()
+            e._prev_pose[0] = e._camera_pose(0)
+        before = marker_pixel(env._camera(0).render().transpose(2, 0, 1))
+        for _ in range(3):
+            for e in (env, plane):
+                e._envs[0].physics.named.data.qpos["rootx"] += 0.1
+                e._envs[0].physics.named.data.qvel[:] = 0.0
+            step = env.step(np.zeros((1, env.action_dim), np.float32))
+            other = plane.step(np.zeros((1, plane.action_dim), np.float32))
+            after = marker_pixel(step.frames[0])
+            assert step.cam[0][0] < -2, step.cam[0]  # the camera followed the body
+            np.testing.assert_allclose(after - before, step.cam[0], atol=0.6)
+            assert abs(step.cam[0][0] - other.cam[0][0]) > 0.1 * abs(other.cam[0][0])
+            before = after
+    finally:
+        env.close()
+        plane.close()

@@ -353,15 +353,16 @@ def test_batch_validate_rejects_contract_breaks():
 
 def test_mlp_init_authors_is_pytorch_default_with_a_small_last_layer() -> None:
     """--mlp-init authors: the authors' utils.MLP (nn.Linear's default U(+-1/sqrt(fan_in)),
-    last layer weights and bias U(+-3e-3)); the default stays orthogonal with zero biases."""
+    last layer weights and bias U(+-3e-3)), the default; orthogonal with zero biases on request."""
     import math as _math
 
     from fpac_async.config import AgentConfig as _Cfg
     from fpac_async.sac import SAC as _SAC
 
     torch.manual_seed(0)
-    authors = _SAC(_Cfg(encoder="state", hidden_dim=64, mlp_init="authors"), (6, 8, 8), 2,
-                   state_dim=5)
+    assert _Cfg().mlp_init == "authors" and _Cfg().hidden_layers == 3  # the authors' MLPs
+    authors = _SAC(_Cfg(encoder="state", hidden_dim=64), (6, 8, 8), 2, state_dim=5)
+    assert len(authors.actor.trunk) == 2 * 3 + 1  # Linear(in) + 2 x Linear(1024) + output
     last = authors.actor.trunk[-1]
     assert last.weight.abs().max() <= 3e-3 and last.bias.abs().max() <= 3e-3
     assert last.bias.abs().max() > 0  # drawn, not zeroed
@@ -371,7 +372,8 @@ def test_mlp_init_authors_is_pytorch_default_with_a_small_last_layer() -> None:
     q_last, q_first = authors.critic.net[-1], authors.critic.net[0]
     assert q_last.weight.abs().max() <= 3e-3 and q_last.bias.abs().max() > 0
     assert q_first.weight.abs().max() <= 1 / _math.sqrt(5 + 2)
-    ortho = _SAC(_Cfg(encoder="state", hidden_dim=64), (6, 8, 8), 2, state_dim=5)
+    ortho = _SAC(_Cfg(encoder="state", hidden_dim=64, mlp_init="orthogonal"), (6, 8, 8), 2,
+                 state_dim=5)
     w = ortho.actor.trunk[0].weight  # [64, 5]: orthonormal columns
     assert torch.allclose(w.t() @ w, torch.eye(5), atol=1e-5)
     assert float(ortho.actor.trunk[-1].bias.abs().max()) == 0.0

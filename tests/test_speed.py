@@ -28,7 +28,7 @@ def test_explicit_values_win_over_auto() -> None:
     assert resolve_speed(LearnerConfig(compile="compile"), "cpu").compile == "compile"
 
 
-@pytest.mark.parametrize("field,value", [("compile", "cudagraphs"), ("amp", "on"),
+@pytest.mark.parametrize("field,value", [("compile", "cudagraphs"),
                                          ("fused_adam", "on"), ("tf32", "on"),
                                          ("compile", "compile-cudagraphs")])
 def test_cuda_only_options_are_refused_on_the_cpu(field: str, value: str) -> None:

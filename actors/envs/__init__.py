@@ -45,7 +45,7 @@ def make_vec_env(env_cfg: EnvConfig, seed: int, num_envs: int,
         raise ConfigError("state_source 'keypoints' needs the physics: use backend dmc")
     if env_cfg.backend == "dmc":
         from actors.envs.dmc import DmcVecEnv  # noqa: PLC0415 (sets MUJOCO_GL before dm_control)
-        return DmcVecEnv(**common, keypoints=keypoints)
+        return DmcVecEnv(**common, keypoints=keypoints, camera_measure=env_cfg.camera_measure)
     if env_cfg.backend == "envpool":
         from actors.envs.envpool_env import EnvpoolVecEnv  # noqa: PLC0415
         return EnvpoolVecEnv(**common)

@@ -14,6 +14,9 @@ cam: for tasks whose camera tracks the body (TaskSpec.camera_moves), the pixel m
 scene content between the previous and the current frame: the point where the previous frame's
 optical axis meets the robot's plane (world y = 0) is projected with the camera matrix at both
 times; the difference is (dx, dy) in pixels of the rendered image. Zero for fixed cameras.
+camera_measure 'origin' projects the world origin instead (the authors' dm_wrappers.py; without
+their uint8 quantisation): exact for a camera that only translates parallel to the image plane,
+but walker's camera is pitched, and the origin is far from the body once it has travelled.
 
 render=False (encoders that need no pixels): no Camera and no GL context is ever made, frames are
 None and cam is zero; an agent step is then only the physics (plus the state's flattening).
@@ -37,6 +40,8 @@ from fpac_async.keypoints import DmcKeypoints
 from actors.envs.base import TERMINAL, TRUNCATED, StepBatch, VecEnv
 
 RENDER_QUALITIES = ("benchmark", "fast")
+CAMERA_MEASURES = ("plane", "origin")
+_WORLD_ORIGIN = np.array([0.0, 0.0, 0.0, 1.0])
 
 
 def flat_state(observation: dict) -> np.ndarray:
@@ -51,7 +56,11 @@ class DmcVecEnv(VecEnv):
     def __init__(self, spec: TaskSpec, num_envs: int, seed: int, action_repeat: int,
                  image_size: int, camera: int, episode_control_steps: int,
                  render_quality: str = "benchmark", render: bool = True,
-                 keypoints: bool = False) -> None:
+                 keypoints: bool = False, camera_measure: str = "plane") -> None:
+        if camera_measure not in CAMERA_MEASURES:
+            raise ConfigError(f"camera_measure must be one of {CAMERA_MEASURES}; "
+                              f"got {camera_measure!r}")
+        self.camera_measure = camera_measure
         if render_quality not in RENDER_QUALITIES:
             raise ConfigError(f"render_quality must be one of {RENDER_QUALITIES}; "
                               f"got {render_quality!r}")
@@ -125,6 +134,9 @@ class DmcVecEnv(VecEnv):
         self._prev_pose[i] = now = self._camera_pose(i)
         if not self.camera_moves:
             return np.zeros(2, np.float32)
+        if self.camera_measure == "origin":  # the authors' measure
+            return (_project(now[0], _WORLD_ORIGIN)
+                    - _project(prev_matrix, _WORLD_ORIGIN)).astype(np.float32)
         # Static world point: where the previous optical axis meets the plane y = 0, in which
         # the planar robots (cheetah, walker, hopper) move, i.e. at the depth of the body.
         depth = -prev_pos[1] / prev_forward[1] if abs(prev_forward[1]) > 1e-6 else 1.0
