@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import sys
 
+from fpac_async.cli_parser import FpacParser
 from fpac_async.cli_args import add_config_args, config_from_args
 from fpac_async.auth import DEFAULT_ACTOR_KEY, export_client_keys
 from fpac_async.config import ConfigError, EnvConfig, resolve
@@ -29,9 +30,8 @@ log = logging.getLogger("fpac-actors")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fpac-actors", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FpacParser(
+        prog="fpac-actors", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1, help="actor processes on this machine")
     parser.add_argument("--evaluator", action="store_true",
                         help="also run one evaluator process (evaluation episodes)")

@@ -18,6 +18,7 @@ import logging
 import os
 import shlex
 import sys
+from fpac_async.cli_parser import FpacParser
 from typing import Sequence
 
 from studies import agents as agents_mod
@@ -51,8 +52,7 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fpac-experiment", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FpacParser(prog="fpac-experiment", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or resume) the grid here, then plot it")
     _grid_args(run)
