@@ -133,8 +133,7 @@ class LearnerConfig:
     """The learner service: transport, broadcast, checkpoints, evaluation, logging."""
 
     bind: str = "tcp://127.0.0.1:5555"
-    """Data PULL endpoint (the broadcast binds PORT+1, the evaluators' control PORT+2); loopback
-    (this machine only) unless given: tcp://*:PORT, with --auth, for actors on other machines."""
+    """Data PULL endpoint (+1 broadcast, +2 control); loopback only: tcp://*:PORT for others."""
     gpus: int = 1
     """GPUs to use (0 runs on the CPU)."""
     weights_every: int = 100

@@ -6,7 +6,8 @@ Issue 20:
   created is removed, and only while it holds nothing but the learner's log.
 - `finished`: a run whose final evaluation is recorded in evals.jsonl at (or past) the env-step
   budget is finished; `--resume` of it says so and does nothing (before, it re-ran the final
-  evaluation and appended a second row).
+  evaluation and appended a second row). `final_eval` is also studies.grid's (a grid run is
+  DONE with it).
 """
 from __future__ import annotations
 

@@ -107,7 +107,11 @@ def _resumed_only(grid: str, key: str, n_events: int, n_evals: int) -> None:
     assert [(e["run"], e["action"]) for e in started] == [(key, "resume")]
     assert "--resume" in started[0]["command"] and "--run-dir" not in started[0]["command"]
     assert os.path.exists(os.path.join(grid, key, "DONE"))
-    assert len(evals(os.path.join(grid, key))) > n_evals  # the resumed run evaluated again
+    # Its final evaluation was already recorded: fpac-train --resume says the run is finished
+    # and writes no second row (issue 20; it used to re-run the final evaluation).
+    assert len(evals(os.path.join(grid, key))) == n_evals
+    with open(os.path.join(grid, key, "train.out")) as f:
+        assert "is finished" in f.read()
 
 
 def test_a_run_without_done_is_resumed_from_its_checkpoint(grid) -> None:
