@@ -34,6 +34,7 @@ import zmq
 
 from actors.envs import make_vec_env
 from actors.envs.base import FIRST, VecEnv
+from actors.no_reply import FIRST_WARNING_S, NoReplyWarner
 from actors.policy import ActorPolicy
 from actors.sender import StreamSender
 from actors.stepping import Meter, OverlappedStepper, SequentialStepper
@@ -62,7 +63,8 @@ class ActorLoop:
                  frame_stack: int = 2, encoder: str = "fpac", probe_renderer: bool = True,
                  on_stats: Callable[[dict], None] | None = None,
                  make_env: Callable[[EnvConfig, int, int], VecEnv] = make_vec_env,
-                 overlap: bool | None = None, render: bool | None = None) -> None:
+                 overlap: bool | None = None, render: bool | None = None,
+                 no_reply_warn_s: float = FIRST_WARNING_S) -> None:
         """overlap: run one lane's policy in a worker thread while the other lane renders;
         None means on where it pays (bench/bench_actor.py): >= 2 envs on the dmc backend, which
         renders its envs one after the other. Off for envpool, whose one VecEnv renders its
@@ -70,7 +72,9 @@ class ActorLoop:
         microseconds: nothing to hide the policy behind, and two half-size calls cost more.
         render: None means what the encoder needs ('state' needs no pixels). False: the envs
         are made with render=False (make_env must accept it), steps carry state and no frames,
-        and there are no lanes (nothing to hide the policy behind)."""
+        and there are no lanes (nothing to hide the policy behind). no_reply_warn_s: say after
+        this long without a policy that the learner does not answer (actors.no_reply; inf:
+        never)."""
         if render is None:
             render = encoder != "state"
         if overlap and env_cfg.envs_per_actor < 2:
@@ -90,6 +94,7 @@ class ActorLoop:
         self.stats_every_s = stats_every_s
         self.hello_every_s = hello_every_s
         self.silence_hello_s = silence_hello_s
+        self.no_reply_warn_s = no_reply_warn_s
         self.frame_stack = frame_stack
         # Sent in every hello: the learner refuses an actor started with other settings.
         self.settings = run_settings(env_cfg, frame_stack, encoder)
@@ -167,9 +172,12 @@ class ActorLoop:
         learner's start-up broadcast, or a slower CURVE handshake on the data socket) answered
         no hello of ours: one is owed, or the learner would refuse our steps for good."""
         sent = False
+        warner = NoReplyWarner(f"actor {self.actor_id}", self.endpoints.data,
+                               self.no_reply_warn_s)
         while not self.policy.ready:
             if self._stop or should_stop():
                 return False
+            warner.poll()
             sent = self._hello(env) or sent
             deadline = time.monotonic() + self.hello_every_s
             while not self.policy.ready and not self._stop:

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import sys
 
+from fpac_async.cli_parser import FpacParser
 from fpac_async.cli_args import add_config_args, config_from_args
 from fpac_async.auth import DEFAULT_ACTOR_KEY, export_client_keys
 from fpac_async.config import ConfigError, EnvConfig, resolve
@@ -29,9 +30,8 @@ log = logging.getLogger("fpac-actors")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fpac-actors", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FpacParser(
+        prog="fpac-actors", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1, help="actor processes on this machine")
     parser.add_argument("--evaluator", action="store_true",
                         help="also run one evaluator process (evaluation episodes)")
@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--restart-backoff-s again")
     parser.add_argument("--stats-every-s", type=float, default=30.0,
                         help="seconds between per-actor stats tables")
+    parser.add_argument("--no-reply-warn-s", type=float, default=30.0,
+                        help="seconds without a reply from the learner before the first actor "
+                             "says so (then every 5 min)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--auth", metavar="DIR", default=None,
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                             stats_every_s=args.stats_every_s,
                             frame_stack=cfg.agent.frame_stack, encoder=cfg.agent.encoder,
                             evaluators=int(args.evaluator),
-                            eval_episodes=cfg.learner.eval_episodes)
+                            eval_episodes=cfg.learner.eval_episodes,
+                            no_reply_warn_s=args.no_reply_warn_s)
     return supervisor.run()
 
 

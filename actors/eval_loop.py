@@ -26,6 +26,7 @@ import zmq
 
 from actors.envs import make_vec_env
 from actors.evaluator import EVAL_SEED_OFFSET, Evaluator
+from actors.no_reply import FIRST_WARNING_S, NoReplyWarner
 from actors.policy import ActorPolicy
 from fpac_async import protocol as P
 from fpac_async.auth import client_keys_from_env, secure_client
@@ -47,8 +48,10 @@ class EvalLoop:
     def __init__(self, evaluator_id: int, env_cfg: EnvConfig, endpoint: str, seed: int,
                  frame_stack: int = 2, encoder: str = "fpac", max_parallel: int = 10,
                  episodes: int = 10, heartbeat_every_s: float = 1.0,
-                 make_env: Callable[..., object] = make_vec_env) -> None:
+                 make_env: Callable[..., object] = make_vec_env,
+                 no_reply_warn_s: float = FIRST_WARNING_S) -> None:
         self.evaluator_id = evaluator_id
+        self.no_reply_warn_s = no_reply_warn_s  # actors.no_reply (issue 20)
         self.env_cfg = env_cfg
         self.endpoints = actor_endpoints(endpoint)  # ValueError for a malformed HOST:PORT
         self.seed = seed
@@ -83,9 +86,12 @@ class EvalLoop:
             env = self.evaluator.open(self.episodes)
             self.obs_shape, self.action_dim = env.obs_shape, env.action_dim
             self.policy = ActorPolicy(1, env.action_dim, self.seed, self.frame_stack)
+            warner = NoReplyWarner(f"evaluator {self.evaluator_id}", self.endpoints.control,
+                                   self.no_reply_warn_s)
             while self._reason is None and not should_stop():
                 self._tick(timeout_ms=100)
                 if not self.policy.ready:
+                    warner.poll()
                     if self._due(self.heartbeat_every_s, "_last_hello"):
                         self._hello()
                     continue

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -64,6 +65,7 @@ class ActorSpec:
     encoder: str = "fpac"
     role: str = ACTOR  # or EVALUATOR
     eval_episodes: int = 10  # evaluators: envs made = min(this, 10)
+    no_reply_warn_s: float = math.inf  # actors.no_reply: only the first slot warns (issue 20)
 
 
 def _die_with_parent() -> None:
@@ -95,7 +97,8 @@ def actor_process(spec: ActorSpec, stats: Any) -> None:
         from actors.eval_loop import EvalLoop  # noqa: PLC0415 (heavy imports in the child only)
         reason = EvalLoop(spec.actor_id, spec.env_cfg, spec.endpoint, spec.seed,
                           frame_stack=spec.frame_stack, encoder=spec.encoder,
-                          episodes=spec.eval_episodes).run()
+                          episodes=spec.eval_episodes,
+                          no_reply_warn_s=spec.no_reply_warn_s).run()
         sys.exit(_exit_code(reason))
     from actors.actor_loop import ActorLoop  # noqa: PLC0415 (heavy imports in the child only)
 
@@ -111,7 +114,8 @@ def actor_process(spec: ActorSpec, stats: Any) -> None:
 
     loop = ActorLoop(spec.actor_id, spec.env_cfg, spec.endpoint, spec.seed,
                      steps_per_message=spec.steps_per_message, on_stats=on_stats,
-                     frame_stack=spec.frame_stack, encoder=spec.encoder)
+                     frame_stack=spec.frame_stack, encoder=spec.encoder,
+                     no_reply_warn_s=spec.no_reply_warn_s)
     sys.exit(_exit_code(loop.run()))
 
 
@@ -145,7 +149,8 @@ class Supervisor:
                  restart_reset_s: float = 60.0, stats_every_s: float = 30.0,
                  shutdown_timeout_s: float = 5.0, target: Any = actor_process,
                  frame_stack: int = 2, encoder: str = "fpac", evaluators: int = 0,
-                 eval_episodes: int = 10, run_end_grace_s: float = 15.0) -> None:
+                 eval_episodes: int = 10, run_end_grace_s: float = 15.0,
+                 no_reply_warn_s: float = 30.0) -> None:
         if n < 0 or evaluators < 0 or n + evaluators < 1:
             raise ValueError(f"need at least one actor or evaluator; got --n {n}, "
                              f"{evaluators} evaluators")
@@ -162,6 +167,7 @@ class Supervisor:
         self.frame_stack = frame_stack
         self.encoder = encoder
         self.eval_episodes = eval_episodes
+        self.no_reply_warn_s = no_reply_warn_s
         self._ctx = mp.get_context("spawn")
         self.stats = self._ctx.RawArray("d", (n + evaluators) * len(STAT_FIELDS))
         self.slots = [_Slot(i, actor_id_offset + i) for i in range(n)] + [
@@ -183,7 +189,8 @@ class Supervisor:
         spec = ActorSpec(slot.actor_id, slot.index, self.env_cfg, self.endpoint, seed,
                          self.steps_per_message, logging.getLogger().getEffectiveLevel(),
                          self.render_threads, self.frame_stack, self.encoder, slot.role,
-                         self.eval_episodes)
+                         self.eval_episodes,
+                         self.no_reply_warn_s if slot.index == 0 else math.inf)
         slot.process = self._ctx.Process(target=self.target, args=(spec, self.stats),
                                          name=f"fpac-{slot.role}-{slot.actor_id}", daemon=False)
         slot.process.start()

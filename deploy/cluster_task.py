@@ -8,7 +8,9 @@ The cluster engine places and restarts the tasks; this only turns what the engin
 
 - learner: adds --resume when --run-dir already holds a checkpoint, so a requeued Slurm job or a
   restarted Kubernetes pod continues the run instead of refusing to overwrite it (fpac-learner
-  --resume; without a checkpoint the run starts fresh).
+  --resume; without a checkpoint the run starts fresh), and `--bind tcp://*:5555` unless a
+  --bind is given: fpac-learner's own default is loopback only (issue 20), which actors on other
+  nodes cannot reach.
 - actors: --n N and --actor-id-offset = (--id-base) + rank * N, with the rank from SLURM_PROCID
   (the task's rank within its job step) or JOB_COMPLETION_INDEX (a Kubernetes Indexed Job's pod
   index), so actor ids never overlap between tasks. The actors' env seeds follow from their ids
@@ -50,8 +52,14 @@ def _flag_value(argv: Sequence[str], flag: str) -> str | None:
     return None
 
 
+CLUSTER_BIND = "tcp://*:5555"  # every interface: the actors run on other nodes
+
+
 def learner_argv(argv: Sequence[str]) -> list[str]:
-    """fpac-learner's argv: `argv`, plus --resume when its --run-dir has a checkpoint."""
+    """fpac-learner's argv: `argv`, plus --resume when its --run-dir has a checkpoint and
+    --bind CLUSTER_BIND when it names no --bind."""
+    if _flag_value(argv, "--bind") is None:
+        argv = [*argv, "--bind", CLUSTER_BIND]
     run_dir = _flag_value(argv, "--run-dir")
     if run_dir is None:
         raise ClusterTaskError("learner: give --run-dir (on storage that survives a requeue or "

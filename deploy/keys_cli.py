@@ -17,6 +17,7 @@ from typing import Sequence
 
 import zmq.auth
 
+from fpac_async.cli_parser import FpacParser
 from fpac_async.auth import LEARNER, PUBLIC_DIR, SECRET_DIR, AuthError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -62,7 +63,7 @@ def create_keys(keys_dir: str, actors: int = 1, names: Sequence[str] = ()) -> li
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fpac-keys", description=__doc__.split("\n\n")[0])
+    parser = FpacParser(prog="fpac-keys", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", help="key directory (created if missing)")
     parser.add_argument("--actors", type=int, default=1,
                         help="actor keypairs actor-0 .. actor-{N-1} (one per actor machine)")

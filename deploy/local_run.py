@@ -16,8 +16,9 @@ installs signal handlers, which only the main thread may do and which the learne
   up, the learner is asked to stop (checkpoint) since no data can arrive any more.
 - If the learner returns for any reason, the actors are stopped; if this process dies outright,
   the actors die with it (PR_SET_PDEATHSIG in actors.supervisor).
-- Progress: the learner's metric rows (metrics.jsonl) are tailed and printed with the env-step
-  budget, the fraction done and an ETA (the learner's own console line has no budget).
+- Progress: the learner's metric rows (metrics.jsonl) are tailed and printed as
+  learner.progress's line (budget, fraction done, ETA from the update rate), the line
+  fpac-learner prints itself.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from typing import Any, TextIO
 from actors.supervisor import Supervisor
 from fpac_async.auth import DEFAULT_ACTOR_KEY, export_client_keys
 from fpac_async.config import RunConfig
-from learner.metrics import status_line
+from learner.progress import Progress
 from learner.service import LearnerService
 
 log = logging.getLogger("fpac-train")
@@ -58,11 +59,12 @@ def connect_address(bind: str) -> str:
 
 
 class ProgressPrinter:
-    """Prints each new metrics.jsonl row as '[ 42.0%] 4.2k/10.0k env steps | <status> | eta'."""
+    """Prints each new metrics.jsonl row as learner.progress's line (the line fpac-learner
+    prints: '[ 42.0%] 4.2k/10.0k env steps | <status> | updates N | eta ...')."""
 
-    def __init__(self, run_dir: str, budget: int, stream: TextIO | None = None) -> None:
+    def __init__(self, run_dir: str, progress: Progress, stream: TextIO | None = None) -> None:
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        self.budget = max(1, int(budget))
+        self.progress = progress
         self.stream = stream or sys.stdout
         # A resumed run appends: only rows written from now on are news.
         self._offset = os.path.getsize(self.path) if os.path.exists(self.path) else 0
@@ -70,9 +72,11 @@ class ProgressPrinter:
 
     def poll(self) -> None:
         rows = self._new_rows()
+        for row in rows:  # every row: the ETA's update rate starts at the first one
+            line = self.progress.line(row)
         if rows:
             self.last_row = rows[-1]
-            self.stream.write(self.line(rows[-1]) + "\n")
+            self.stream.write(line + "\n")
             self.stream.flush()
 
     def _new_rows(self) -> list[dict]:
@@ -90,25 +94,6 @@ class ProgressPrinter:
             except json.JSONDecodeError:
                 continue
         return rows
-
-    def line(self, row: dict) -> str:
-        env = int(row.get("env_steps") or 0)
-        frac = min(1.0, env / self.budget)
-        sps = row.get("sps") or 0.0
-        eta = "-" if sps <= 0 or env >= self.budget else _duration((self.budget - env) / sps)
-        return (f"[{100 * frac:5.1f}%] {_count(env)}/{_count(self.budget)} env steps | "
-                f"{status_line(row)} | updates {int(row.get('updates') or 0)} | eta {eta}")
-
-
-def _count(n: float) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else f"{int(n)}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 class LocalRun:
@@ -136,7 +121,7 @@ class LocalRun:
                                      frame_stack=cfg.agent.frame_stack,
                                      encoder=cfg.agent.encoder, evaluators=evaluators,
                                      eval_episodes=cfg.learner.eval_episodes)
-        self.progress = ProgressPrinter(cfg.run_dir, cfg.env_steps) if progress else None
+        self.progress = ProgressPrinter(cfg.run_dir, Progress.of(cfg)) if progress else None
         self.actors_gave_up = False
         self._done = threading.Event()
 

@@ -30,6 +30,17 @@ def _series(rows: Iterable[dict], x: str, y: str) -> tuple[list[float], list[flo
     return xs, ys
 
 
+def run_title(run_dir: str) -> str:
+    """'point_reach, fpac encoder, seed 0' from run_dir/config.json (issue 20: the title was the
+    run folder's name, often just 'run'); the folder's name without a config."""
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        return f"{cfg['env']['task']}, {cfg['agent']['encoder']} encoder, seed {cfg['seed']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return os.path.basename(os.path.abspath(run_dir))
+
+
 def plot_learning_curve(run_dir: str, out_name: str = "learning_curve.png") -> str | None:
     """Write <run_dir>/learning_curve.png (two panels); None when there is nothing to plot yet."""
     path = os.path.join(run_dir, "metrics.jsonl")
@@ -62,7 +73,7 @@ def plot_learning_curve(run_dir: str, out_name: str = "learning_curve.png") -> s
         ax.set_ylabel("episode return")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(os.path.basename(os.path.abspath(run_dir)))
+    fig.suptitle(run_title(run_dir))
     fig.tight_layout()
     out = os.path.join(run_dir, out_name)
     fig.savefig(out, dpi=100)

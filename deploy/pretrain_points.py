@@ -5,7 +5,7 @@ The first half of the SAC-from-pretrained-feature-points baseline (paper section
 trained "similarly to [11] by minimizing the reconstruction loss"); fpac_async/pretrained_points.py
 has the model. Then train SAC on its frozen points with the same task flags:
 
-    python -m deploy.pretrain_points --task cartpole_swingup --out runs/pre/cartpole.pt
+    fpac-pretrain --task cartpole_swingup --out runs/pre/cartpole.pt
     fpac-train --task cartpole_swingup --encoder pretrained --pretrained runs/pre/cartpole.pt
 
 Frames are the env's own renders (make_vec_env: the same backend, camera, image size and render
@@ -25,6 +25,7 @@ from typing import Callable, List, Sequence
 import numpy as np
 import torch
 
+from fpac_async.cli_parser import FpacParser
 from fpac_async.cli_args import add_config_args, run_config
 from fpac_async.config import ConfigError, EnvConfig, resolve
 from fpac_async.pretrained_points import PointAutoencoder, save_pretrained
@@ -83,8 +84,8 @@ def train_autoencoder(model: PointAutoencoder, frames: np.ndarray, updates: int,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fpac-pretrain", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = FpacParser(prog="fpac-pretrain", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="the file to write (--pretrained PATH later)")
     p.add_argument("--frames", type=int, default=10_000,
                    help="frames to collect with a random policy (paper: 10k)")

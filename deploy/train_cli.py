@@ -11,6 +11,12 @@ the config is RUN_DIR/config.json (flags given on the command line override it, 
 the latest checkpoint. At the end: a learning-curve plot, a GIF of an evaluation episode with the
 feature points drawn (fpac encoder), and where everything is. Exit code: the learner's (0 done,
 2 could not start, 128 + signal after Ctrl-C / SIGTERM with a checkpoint written, 1 failure).
+
+Issue 20: a run that cannot start (exit 2, e.g. --bind on a port in use) stops its actors and
+leaves no run directory it created (learner.run_dir); --resume of a finished run says so and
+exits 0 without starting anything; after exit 2 (a corrupt checkpoint, a busy port) no
+`--resume` is advised; a --bind beyond loopback without --auth logs one warning
+(learner.exposure).
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import datetime
 import logging
 import os
 import sys
+from fpac_async.cli_parser import FpacParser
 from typing import Sequence
 
 import torch
@@ -27,6 +34,8 @@ import torch
 from fpac_async.cli_args import add_config_args, explicit_dests, run_config
 from fpac_async.config import ConfigError, RunConfig, config_json, resolve
 from fpac_async.pretrained_points import check_pretrained
+from learner.exposure import exposure_warning
+from learner.run_dir import finished, made_by_us, remove_if_unstarted
 
 log = logging.getLogger("fpac-train")
 
@@ -37,9 +46,8 @@ CPU_PIXELS_NOTE = ("NOTE: no GPU found; the learner runs on the CPU. Learning fr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fpac-train", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FpacParser(
+        prog="fpac-train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--actors", type=int, default=None,
                         help="actor processes (default: from the core count, at least 1)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
@@ -98,12 +106,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = make_config(args, argv, parser)
         if not args.print_config:
             check_pretrained(cfg.agent)  # --encoder pretrained: its file, before anything starts
-    except (ConfigError, RuntimeError) as e:
+        warning = exposure_warning(cfg.learner.bind, args.auth)
+    except (ConfigError, RuntimeError, ValueError) as e:
         print(f"fpac-train: {e}", file=sys.stderr)
         return 2
     if args.print_config:
         print(config_json(cfg))
         return 0
+    done = finished(cfg.run_dir, cfg.env_steps) if args.resume else None
+    if done:
+        print(f"fpac-train: {done}", flush=True)
+        return 0
+    fresh = made_by_us(cfg.run_dir)
+    try:
+        code = _train(args, cfg, warning)
+    except KeyboardInterrupt:  # before the learner's own SIGINT handler was installed
+        print("fpac-train: interrupted while starting", file=sys.stderr)
+        code = 128 + signal.SIGINT
+    if code == 2:
+        removed = fresh and remove_if_unstarted(cfg.run_dir)
+        print(f"fpac-train: exit code 2: the run could not start (see the error above)"
+              + (f"; {cfg.run_dir} was not created" if removed else ""), file=sys.stderr,
+              flush=True)
+    return code
+
+
+def _train(args: argparse.Namespace, cfg: RunConfig, warning: str | None) -> int:
+    """Start the learner and the actors; the exit code (see the module docstring)."""
     from deploy import local_run  # noqa: PLC0415 (after the cheap argument checks)
     from learner.cli import setup_logging  # noqa: PLC0415
 
@@ -114,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fpac-train: --actors must be >= 1", file=sys.stderr)
         return 2
     setup_logging(cfg.run_dir, args.log_level)
+    if warning:
+        log.warning("%s", warning)
     if cfg.env.backend != "numpy" and cfg.agent.encoder != "state":  # state: nothing renders
         from actors.envs.render_probe import RenderingError, probe_rendering  # noqa: PLC0415
         try:
@@ -143,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     code = run.run()
-    report(cfg, code, gif=args.gif and code == 0)
+    if code != 2:  # 2: nothing ran (main says so)
+        report(cfg, code, gif=args.gif and code == 0)
     return code
 
 
@@ -178,7 +210,7 @@ def report(cfg: RunConfig, code: int, gif: bool) -> None:
             lines.append(f"episode GIF:    {path} (feature points drawn, return {ret:.2f})")
         except (RuntimeError, OSError, ValueError) as e:  # an extra: the run itself is done
             log.warning("could not record the feature-point GIF: %s", e)
-    if code != 0 and os.path.exists(latest):
+    if code not in (0, 2) and os.path.exists(latest):  # 2: the resume itself failed
         lines.append(f"continue with:  fpac-train --resume {d}")
     print("\n".join(["", f"fpac-train: exit code {code}", *lines]), flush=True)
 

@@ -2,6 +2,8 @@
 
 Every field of RunConfig and its sections becomes one flat flag (`--num-points`, `--replay-ratio`,
 `--no-velocity`); field names are unique across sections, which a test checks.
+Each default appears once in --help (issue 20: the parsers' formatter used to add a second copy);
+--task lists the tasks; a section with no flag (fpac-actors takes a few) adds no empty group.
 """
 from __future__ import annotations
 
@@ -55,13 +57,16 @@ def _add_fields(group: Any, cls: type, defaults: Any, dest_prefix: str,
         if only is not None and f.name not in only:
             continue
         default = getattr(defaults, f.name)
-        help_text = f"{docs.get(f.name, '')} (default: {default})"
+        help_text = docs.get(f.name, "").replace("%", "%%")
+        if f.name == "task":
+            help_text = "the task, one of: " + ", ".join(C.TASKS)
         dest = dest_prefix + f.name
-        if str(f.type) == "bool":
+        if str(f.type) == "bool":  # BooleanOptionalAction adds the default itself
             group.add_argument(_flag(f.name), dest=dest, default=default, help=help_text,
                                action=argparse.BooleanOptionalAction)
         else:
-            group.add_argument(_flag(f.name), dest=dest, default=default, help=help_text,
+            group.add_argument(_flag(f.name), dest=dest, default=default,
+                               help=help_text + " (default: %(default)s)",
                                type=_parse_type(f), metavar=f.name.upper())
 
 
@@ -90,7 +95,7 @@ def config_from_args(args: argparse.Namespace, base: C.RunConfig | None = None) 
 
 def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
     """The destinations of the flags actually given in argv (a resumed run keeps the rest)."""
-    probe = argparse.ArgumentParser(add_help=False)
+    probe = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for action in parser._actions:  # noqa: SLF001 - argparse has no public way to copy actions
         if action.option_strings and not isinstance(action, argparse._HelpAction):  # noqa: SLF001
             probe._add_action(_suppressed(action))  # noqa: SLF001

@@ -146,8 +146,8 @@ class ReplayConfig:
 class LearnerConfig:
     """The learner service: transport, broadcast, checkpoints, evaluation, logging."""
 
-    bind: str = "tcp://*:5555"
-    """Data PULL endpoint; the weights PUB socket binds the next port."""
+    bind: str = "tcp://127.0.0.1:5555"
+    """Data PULL endpoint (+1 broadcast, +2 control); loopback only: tcp://*:PORT for others."""
     gpus: int = 1
     """GPUs to use (0 runs on the CPU)."""
     weights_every: int = 100

@@ -82,9 +82,21 @@ def _normalise(frames: Tensor) -> Tensor:
     return frames.to(torch.float32) * (1.0 / 255.0)
 
 
+def _dtype_name(t: Tensor) -> str:
+    """The dtype's name in eager and in TorchScript, where str(dtype) is a number (issue 20:
+    the exported policy said 'got 6' for float32)."""
+    for dtype, name in ((torch.float32, "float32"), (torch.float64, "float64"),
+                        (torch.float16, "float16"), (torch.bfloat16, "bfloat16"),
+                        (torch.int64, "int64"), (torch.int32, "int32"), (torch.int16, "int16"),
+                        (torch.int8, "int8"), (torch.bool, "bool")):
+        if t.dtype == dtype:
+            return name
+    return str(t.dtype)
+
+
 def _check_obs(obs: Tensor, channels: int, height: int, width: int) -> None:
     if obs.dtype != torch.uint8:
-        raise TypeError("observations must be uint8 pixels; got " + str(obs.dtype))
+        raise TypeError("observations must be uint8 pixels; got " + _dtype_name(obs))
     if obs.dim() != 4 or obs.size(1) != channels or obs.size(2) != height \
             or obs.size(3) != width:
         raise ValueError("observations must be [B, " + str(channels) + ", " + str(height) + ", "

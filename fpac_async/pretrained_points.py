@@ -143,7 +143,7 @@ def load_pretrained(path: str) -> Dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise PretrainedPointsError(f"no pretrained-points file at {path} (write one with "
-                                    "fpac-pretrain / python -m deploy.pretrain_points)") from None
+                                    "fpac-pretrain)") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a corrupt file
         raise PretrainedPointsError(f"{path} is not a readable pretrained-points file: {e}") \
             from None

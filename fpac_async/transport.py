@@ -119,6 +119,17 @@ def tune_malloc_for_messages() -> bool:
     return _malloc_tuned
 
 
+def _bound(sock: zmq.Socket, address: str) -> zmq.Socket:
+    """sock bound to address; on failure (e.g. address in use) the socket is closed before the
+    error propagates: an open socket would make ctx.term() block forever (issue 20)."""
+    try:
+        sock.bind(address)
+    except zmq.ZMQError:
+        sock.close(linger=0)
+        raise
+    return sock
+
+
 def _socket(ctx: zmq.Context, kind: int, linger_ms: int, secure: Secure | None = None) -> zmq.Socket:
     sock = ctx.socket(kind)
     if secure is not None:
@@ -160,8 +171,7 @@ def pull_socket(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BYTES,
     sock.setsockopt(zmq.RCVHWM, rcvhwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     sock.setsockopt(zmq.RCVBUF, rcvbuf)
-    sock.bind(bind)
-    return sock
+    return _bound(sock, bind)
 
 
 def pub_socket(ctx: zmq.Context, bind: str, sndhwm: int = PUB_SNDHWM, linger_ms: int = 0,
@@ -172,8 +182,7 @@ def pub_socket(ctx: zmq.Context, bind: str, sndhwm: int = PUB_SNDHWM, linger_ms:
     sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
     sock.setsockopt(zmq.MAXMSGSIZE, PUB_MAX_BYTES)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
-    sock.bind(bind)
-    return sock
+    return _bound(sock, bind)
 
 
 def sub_socket(ctx: zmq.Context, connect: str, max_bytes: int = DEFAULT_MAX_BYTES,

@@ -7,8 +7,8 @@ docs/INTERFACES.md, "Run directory". One `log(row)` call writes the row to every
   changes during a run; new keys go to the jsonl and TensorBoard only;
 - TensorBoard (run_dir/tb): cleanrl-style names (charts/episodic_return, charts/SPS,
   losses/critic, ...) with env_steps as the x axis;
-- the console: one status line, rewritten in place (carriage return) on a TTY, a plain line
-  per row otherwise (log files).
+- the console: one status line (the learner's: learner.progress, with the budget and an ETA),
+  rewritten in place (carriage return) on a TTY, a plain line per row otherwise (log files).
 A resumed run appends to existing files; nothing is ever truncated.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Deque, Dict, Optional, TextIO, Tuple
+from typing import Any, Callable, Deque, Dict, Optional, TextIO, Tuple
 
 REQUIRED_FIELDS = ("time", "env_steps", "agent_steps", "updates", "episodes", "policy_version",
                    "actors", "sps", "ups", "replay_size", "policy_lag", "train_return",
@@ -106,7 +106,10 @@ class MetricsLogger:
     """Writes metric rows to run_dir (jsonl, csv, TensorBoard) and a console status line."""
 
     def __init__(self, run_dir: str, tensorboard: bool = True, console: bool = True,
-                 stream: Optional[TextIO] = None):
+                 stream: Optional[TextIO] = None,
+                 line: Optional[Callable[[Dict[str, Any]], str]] = None):
+        """line: the console line of a row (default status_line; the learner passes
+        learner.progress.Progress.line, fpac-train's progress line)."""
         os.makedirs(run_dir, exist_ok=True)
         self.run_dir = run_dir
         jsonl_path = os.path.join(run_dir, "metrics.jsonl")
@@ -127,6 +130,7 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(log_dir=os.path.join(run_dir, "tb"))
         self._console = console
+        self._line = line or status_line
         self._stream = stream if stream is not None else sys.stdout
         self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
         self._last_env_steps = 0
@@ -172,7 +176,7 @@ class MetricsLogger:
         self._tb.flush()
 
     def _write_console(self, row: Dict[str, Any]) -> None:
-        line = status_line(row)
+        line = self._line(row)
         if self._tty:
             self._stream.write("\r" + line.ljust(100)[:max(100, len(line))])
             self._line_open = True

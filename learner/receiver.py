@@ -27,26 +27,16 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from fpac_async.config import RunConfig, task_spec
-from fpac_async.keypoints import keypoint_state_dim
 from fpac_async.protocol import (ACTOR, EVAL_RESULT, EVALUATOR, FIRST, HEARTBEAT, HELLO, STATS,
                                  STEPS, TERMINAL, TRUNCATED, Message, ProtocolError, ShapeError,
                                  decode)
 from fpac_async.settings import mismatches
 from fpac_async.transport import CONTROL_MAX_BYTES, RejectCounter
 from learner.stream_ledger import StreamLedger
+from learner.task_shapes import DOMAIN_DIMS, TaskShapes, task_shapes  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-# (action_dim, state_dim) per domain, so the learner knows its shapes without building an env
-# (dm_control is not needed on the learner host). Measured from dm_control 1.0.50 action and
-# observation specs (state = the observation dict flattened, as actors/envs/dmc.py sends it);
-# point_reach from actors/envs/point_reach.py. Hellos and steps are checked against these.
-DOMAIN_DIMS: dict[str, tuple[int, int]] = {
-    "cartpole": (1, 5), "reacher": (2, 6), "cheetah": (6, 17), "finger": (2, 9),
-    "ball_in_cup": (2, 8), "walker": (6, 24), "hopper": (4, 15), "pendulum": (1, 3),
-    "quadruped": (12, 78), "point": (2, 4),
-}
 ACTOR_WINDOW_S = 10.0  # an actor counts as present if it sent anything in the last 10 s
 IDLE_SLEEP_S = 0.002  # backpressure: how long to wait before re-checking admission
 
@@ -68,29 +58,6 @@ class SettingsMismatchError(ProtocolError):
     """A hello from an actor or evaluator started with other settings than this run's."""
 
     reason = "config"
-
-
-@dataclass(frozen=True)
-class TaskShapes:
-    """What this run's messages must look like."""
-
-    task: str
-    frame_shape: tuple[int, int, int]  # one frame, (3, H, W)
-    action_dim: int
-    state_dim: int  # the env's low-dim state size (used by the 'state' encoder)
-
-
-def task_shapes(cfg: RunConfig) -> TaskShapes:
-    """Shapes of a resolved config's task (image size from cfg.env, dims from DOMAIN_DIMS)."""
-    spec = task_spec(cfg.env.task)
-    if spec.domain not in DOMAIN_DIMS:
-        raise ValueError(f"no action/state dims known for domain {spec.domain!r}; add it to "
-                         f"learner.receiver.DOMAIN_DIMS")
-    a, d = DOMAIN_DIMS[spec.domain]
-    if cfg.env.state_source == "keypoints":  # handcrafted keypoints replace the state
-        d = keypoint_state_dim(spec.domain)
-    size = cfg.env.image_size or spec.image_size
-    return TaskShapes(cfg.env.task, (3, size, size), a, d)
 
 
 @dataclass
@@ -144,6 +111,7 @@ class Receiver(threading.Thread):
         self.actor_perf: dict[int, dict[str, float]] = {}
         self.error: BaseException | None = None
         self._seen: dict[int, float] = {}
+        self._paused_at: float | None = None  # when backpressure paused the data socket
         self._accepted: set[int] = set()  # actors whose hello passed the checks
         self._refused: dict[int, tuple[str, float]] = {}  # actor -> (reason, last refusal sent)
         self._asked_hello = 0.0
@@ -163,8 +131,9 @@ class Receiver(threading.Thread):
         self._halt.set()
 
     def actors(self, window_s: float = ACTOR_WINDOW_S) -> set[int]:
-        """Actor ids heard from in the last `window_s` seconds."""
-        now = time.monotonic()
+        """Actor ids heard from in the last `window_s` seconds of reading: while backpressure
+        pauses the data socket, actors blocked in send still count (issue 20: they read 0)."""
+        now = self._paused_at or time.monotonic()
         with self._lock:
             return {a for a, t in self._seen.items() if now - t <= window_s}
 
@@ -191,6 +160,7 @@ class Receiver(threading.Thread):
                 # The data socket only while admitted: leaving its messages queued makes the
                 # actors block (backpressure). The control socket always.
                 admitted = self.budget_reached.is_set() or self.admit(self.agent_steps)
+                self._paused_at = None if admitted else (self._paused_at or time.monotonic())
                 if admitted:
                     poller.register(self.sock, zmq.POLLIN)
                 elif self.sock in poller:

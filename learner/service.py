@@ -42,30 +42,20 @@ from learner.broadcaster import Broadcaster
 from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
                                 restore_rng, save_checkpoint, state_digest,
                                 unfinished_writes)
+from learner.device import choose_device
 from learner.evaluation import EvalRecord, EvalSchedule
 from learner.metrics import MetricsLogger, RateMeter
+from learner.progress import Progress
 from learner.receiver import Receiver, task_shapes
 from learner.replay import Replay
 from learner.trainer import Trainer
+from learner.waiting import WaitingNotice
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK_UPDATES = 64  # updates per train() call: keeps hellos, broadcasts and metrics responsive
 CHUNK_BUDGET_S = 0.25  # ... and so does a time budget per call (a CPU update can take ~1 s)
 IDLE_SLEEP_S = 0.002
-
-
-def choose_device(gpus: int) -> torch.device:
-    """--gpus 0 -> CPU; --gpus >= 1 -> cuda:0, or a ConfigError saying why CUDA is unusable."""
-    if gpus <= 0:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError(f"--gpus {gpus} needs CUDA, but torch.cuda.is_available() is False "
-                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
-                          f"use --gpus 0 to train on the CPU")
-    if gpus > 1:
-        log.warning("--gpus %d: the learner trains on one GPU (cuda:0); the others stay idle", gpus)
-    return torch.device("cuda:0")
 
 
 class LearnerService:
@@ -210,7 +200,8 @@ class LearnerService:
         # Last: a start-up that fails (an incompatible checkpoint or replay) leaves config.json as
         # it was, so the run can still be resumed with its own config.
         save_config(cfg, os.path.join(run_dir, "config.json"))
-        self.metrics = MetricsLogger(run_dir, tensorboard=self.tensorboard, console=self.console)
+        self.metrics = MetricsLogger(run_dir, tensorboard=self.tensorboard, console=self.console,
+                                     line=Progress.of(cfg).line)  # fpac-train's line (issue 20)
 
     # ------------------------------------------------------------------ main loop
     def _loop(self) -> int:
@@ -225,10 +216,12 @@ class LearnerService:
         self.train_return: float | None = None
         window_s = max(10.0, 2 * cfg.learner.log_every_s)
         self.sps, self.ups = RateMeter(window_s), RateMeter(window_s)
-        last_row, deadline = 0.0, None
+        last_row, deadline, waiting = 0.0, None, WaitingNotice(cfg.learner.bind)
         while not self._stop_requested.is_set():
             if r.error is not None:
                 raise RuntimeError("the receiver thread failed") from r.error
+            if waiting and not waiting.poll(bool(r.actors() or self.evaluator.alive())):
+                waiting = None
             agent_steps = r.agent_steps
             if self.random_phase and agent_steps >= cfg.replay.initial_random_steps:
                 self.random_phase = False  # actors switch to the policy right now
@@ -314,7 +307,7 @@ class LearnerService:
         assert r is not None
         while not r.refusals.empty():
             target, role, reason = r.refusals.get_nowait()
-            log.error("refusing %s", reason)
+            log.error("refused: %s", reason)  # the reason names the sender
             self.broadcaster.publish_refuse(self.version, target, role, reason)
         while not r.control.empty():
             msg = r.control.get_nowait()

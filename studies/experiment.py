@@ -8,7 +8,8 @@
 
 Agents are named flag presets (studies/agents.json; `fpac-experiment agents` lists them), checked
 with `fpac-train --print-config` before anything starts. Layout and resume rules: studies/grid.py.
-Figures: GRID/figures/curves.png, table.md, scores.json (studies/figures.py, studies/table.py).
+Figures: GRID/figures/curves.png, table.md, scores.json (studies/figures.py, studies/table.py);
+the table's columns follow the grid's budget unless --at says otherwise.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import logging
 import os
 import shlex
 import sys
+from fpac_async.cli_parser import FpacParser
 from typing import Sequence
 
 from studies import agents as agents_mod
@@ -45,14 +47,14 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
 
 
 def _plot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--at", default="100000,500000",
-                   help="env steps of the table's columns and the reference markers")
+    p.add_argument("--at", default=None,
+                   help="env steps of the table's columns and the reference markers (default: "
+                        "100000,500000 as far as the grid's budget reaches, and the budget)")
     p.add_argument("--title", default="", help="figure title")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fpac-experiment", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FpacParser(prog="fpac-experiment", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or resume) the grid here, then plot it")
     _grid_args(run)
@@ -126,20 +128,36 @@ def collect(root: str, spec: GridSpec) -> dict[tuple[str, str], list]:
     return out
 
 
-def eval_step(root: str, spec: GridSpec) -> float | None:
-    """The evaluation interval of the grid's first run with a config (the mean curves' x grid)."""
+def _first_config(root: str, spec: GridSpec) -> dict | None:
     for run in spec.runs(root):
         path = os.path.join(run.dir, "config.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                return float(json.load(f)["learner"]["eval_every_env_steps"])
+                return json.load(f)
     return None
 
 
-def plot(root: str, spec: GridSpec, at: Sequence[int], out: str | None, title: str) -> list[str]:
-    from studies.figures import plot_grid  # noqa: PLC0415 (matplotlib only when plotting)
-    from studies.table import write_table  # noqa: PLC0415
+def eval_step(root: str, spec: GridSpec) -> float | None:
+    """The evaluation interval of the grid's first run with a config (the mean curves' x grid)."""
+    cfg = _first_config(root, spec)
+    return None if cfg is None else float(cfg["learner"]["eval_every_env_steps"])
 
+
+def grid_budget(root: str, spec: GridSpec) -> int | None:
+    """The grid's env-step budget: --env-steps, else its first run's config (None: unknown)."""
+    if spec.env_steps is not None:
+        return int(spec.env_steps)
+    cfg = _first_config(root, spec)
+    return None if cfg is None else int(cfg["env_steps"])
+
+
+def plot(root: str, spec: GridSpec, at: Sequence[int] | None, out: str | None,
+         title: str) -> list[str]:
+    """Figures of the grid; `at` None: the columns follow the grid's budget (default_columns)."""
+    from studies.figures import plot_grid  # noqa: PLC0415 (matplotlib only when plotting)
+    from studies.table import default_columns, write_table  # noqa: PLC0415
+
+    at = list(at) if at else default_columns(grid_budget(root, spec))
     out = out or os.path.join(root, "figures")
     os.makedirs(out, exist_ok=True)
     curves, refs = collect(root, spec), load_references()
@@ -148,7 +166,9 @@ def plot(root: str, spec: GridSpec, at: Sequence[int], out: str | None, title: s
     return [fig, *write_table(out, curves, at, refs)]
 
 
-def _at(text: str) -> list[int]:
+def _at(text: str | None) -> list[int] | None:
+    if not text:
+        return None
     try:
         return [int(float(x)) for x in text.split(",") if x.strip()]
     except ValueError:

@@ -1,6 +1,9 @@
 """Paper-style learning curves of a grid: one panel per task, one line per agent (mean ± std
 across seeds against env steps, as in the FPAC paper's Figs. 2, 4, 5, 8, 11-14), with the
-published scores at 100k and 500k env steps as markers with error bars."""
+published scores at 100k and 500k env steps as markers with error bars.
+
+Issue 20: the y axis always includes 0 (returns are >= 0 on DMC), so the noise of a short run is
+not magnified into a "steep decline"; the legend says "1 seed", not "1 seeds"."""
 from __future__ import annotations
 
 import math
@@ -48,7 +51,8 @@ def draw_grid(curves: dict[tuple[str, str], list[Curve]], tasks: Sequence[str],
             xs = [p.x for p in points]
             mean = [p.mean for p in points]
             colour = colours[j % len(colours)]
-            ax.plot(xs, mean, "-", color=colour, label=f"{agent} ({len(runs)} seeds)")
+            seeds = f"{len(runs)} seed{'s' if len(runs) != 1 else ''}"
+            ax.plot(xs, mean, "-", color=colour, label=f"{agent} ({seeds})")
             ax.fill_between(xs, [p.mean - p.std for p in points],
                             [p.mean + p.std for p in points], color=colour, alpha=0.2)
         for k, ref in enumerate(refs):
@@ -59,6 +63,9 @@ def draw_grid(curves: dict[tuple[str, str], list[Curve]], tasks: Sequence[str],
             ax.errorbar([x for x, _ in pairs], [p[0] for _, p in pairs],
                         yerr=[p[1] for _, p in pairs], fmt=REF_MARKERS[k % len(REF_MARKERS)],
                         color="0.3", capsize=3, markersize=5, linestyle="none", label=ref.method)
+        low, high = ax.get_ylim()  # from 0: a short run's noise is not a "steep decline"
+        if min(0.0, low) < max(0.0, high):
+            ax.set_ylim(min(0.0, low), max(0.0, high))
         ax.set_title(task)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("evaluation return")

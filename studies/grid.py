@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from fpac_async.config import TASKS
+from learner.run_dir import final_eval  # one reader of evals.jsonl (issue 20)
 
 GRID_FILE = "grid.json"
 LOG_FILE = "experiment.log"
@@ -152,23 +153,6 @@ def set_aside(run: Run) -> str | None:
         n += 1
     os.replace(run.dir, f"{run.dir}.failed-{n}")
     return f"{run.dir}.failed-{n}"
-
-
-def final_eval(run_dir: str) -> dict | None:
-    """The run's final evaluation record from evals.jsonl (None if it has none yet)."""
-    path = os.path.join(run_dir, "evals.jsonl")
-    if not os.path.exists(path):
-        return None
-    last = None
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line
-            if rec.get("final"):
-                last = rec
-    return last
 
 
 def mark_done(run: Run, code: int) -> bool:

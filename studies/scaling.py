@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import time
+from fpac_async.cli_parser import FpacParser
 from typing import Any, Sequence
 
 from fpac_async.cli_args import add_config_args, config_from_args
@@ -257,7 +258,7 @@ def _first(xs: list[float]) -> float | None:
 
 # ---------------------------------------------------------------------------- the study
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fpac-scaling", description=__doc__.split("\n\n")[0],
+    p = FpacParser(prog="fpac-scaling", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--actors", default="1,2,4,8,16,32", help="comma-separated actor counts")
     p.add_argument("--seconds", type=float, default=60.0, help="measured window per count")

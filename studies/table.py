@@ -1,5 +1,10 @@
 """Our scores at fixed env steps (mean +- std across seeds) beside the published ones, as a
-Markdown table (table.md) and as exact numbers (scores.json)."""
+Markdown table (table.md) and as exact numbers (scores.json).
+
+The columns follow the grid's own budget (issue 20; `default_columns`): the paper's 100k and 500k
+where the budget reaches them, plus the budget itself (where every finished run has its final
+evaluation); a grid smaller than 100k gets its budget only (the tiny grid showed only n/a at
+100k/500k)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +20,17 @@ def steps_label(x: float) -> str:
     if x >= 1e6:
         return f"{x / 1e6:g}M"
     return f"{x / 1e3:g}k" if x >= 1e3 else f"{x:g}"
+
+
+PAPER_STEPS = (100_000, 500_000)
+
+
+def default_columns(budget: int | None) -> list[int]:
+    """The table's env steps for a grid whose runs end at `budget` (None: the paper's)."""
+    if budget is None:
+        return list(PAPER_STEPS)
+    paper = [x for x in PAPER_STEPS if x <= budget]
+    return paper + ([budget] if budget not in paper else [])
 
 
 def our_scores(curves: dict[tuple[str, str], list[Curve]], at: Sequence[int]) -> list[dict]:

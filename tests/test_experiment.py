@@ -107,7 +107,11 @@ def _resumed_only(grid: str, key: str, n_events: int, n_evals: int) -> None:
     assert [(e["run"], e["action"]) for e in started] == [(key, "resume")]
     assert "--resume" in started[0]["command"] and "--run-dir" not in started[0]["command"]
     assert os.path.exists(os.path.join(grid, key, "DONE"))
-    assert len(evals(os.path.join(grid, key))) > n_evals  # the resumed run evaluated again
+    # Its final evaluation was already recorded: fpac-train --resume says the run is finished
+    # and writes no second row (issue 20; it used to re-run the final evaluation).
+    assert len(evals(os.path.join(grid, key))) == n_evals
+    with open(os.path.join(grid, key, "train.out")) as f:
+        assert "is finished" in f.read()
 
 
 def test_a_run_without_done_is_resumed_from_its_checkpoint(grid) -> None:
@@ -151,3 +155,29 @@ def test_an_unknown_agent_or_a_changed_grid_is_refused(grid) -> None:
     proc = experiment("run", "--grid", grid, "--tasks", "point_reach", "--agents", "fpac",
                       "--seeds", "0,1")
     assert proc.returncode == 2 and "was made with other settings" in proc.stderr
+
+
+def test_the_default_table_follows_the_grids_budget(grid) -> None:
+    """Issue 20: no --at: one column at the tiny grid's budget (not n/a at 100k and 500k)."""
+    out = os.path.join(grid, "figures-default")
+    proc = experiment("plot", "--grid", grid, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(out, "table.md")) as f:
+        table = f.read()
+    assert f"| task | agent | {BUDGET} env steps |" in table
+    assert "100k" not in table and "n/a" not in table
+
+
+def test_the_curves_start_at_zero_and_say_1_seed() -> None:
+    """Issue 20: a small dip near -5 is not drawn as a steep decline; one run is '1 seed'."""
+    from studies.figures import draw_grid
+    from studies.table import default_columns
+
+    curve = [(100.0, -5.0), (200.0, -5.2), (300.0, -5.1)]
+    fig = draw_grid({("point_reach", "fpac"): [curve]}, ["point_reach"], ["fpac"], [], [])
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert low <= -5.2 and high >= 0.0
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["fpac (1 seed)"]
+    assert default_columns(None) == [100_000, 500_000]
+    assert default_columns(150) == [150] and default_columns(1_000_000)[-1] == 1_000_000

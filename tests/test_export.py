@@ -138,3 +138,11 @@ def test_saved_policy_runs_in_a_process_without_the_project(tmp_path):
     assert done.returncode == 0, done.stderr
     action = torch.load(str(tmp_path / "out.pt"), weights_only=True)
     torch.testing.assert_close(action, scripted(obs, True, cam, None), rtol=0, atol=0)
+
+
+def test_a_wrong_dtype_is_named_by_the_exported_policy():
+    """Issue 20: TorchScript's str(dtype) is a number: the error read 'got 6' for float32."""
+    scripted = export_policy(make_sac())
+    obs = inputs()[0].to(torch.float32)
+    with pytest.raises((TypeError, RuntimeError, torch.jit.Error), match="got float32"):
+        scripted(obs, True, None, None)

@@ -134,3 +134,15 @@ def test_episode_gif_max_frames(point_reach_policy, tmp_path):
     out, _ = record_episode_gif(policy, env_cfg, str(tmp_path / "short.gif"), max_frames=7,
                                 fps=10)
     assert gif_frames(out)[1] == 7 * 100
+
+
+def test_the_learning_curve_is_titled_with_task_encoder_and_seed(tmp_path):
+    """Issue 20: the title was the run folder's name ('run')."""
+    from deploy.plots import run_title
+    from fpac_async.config import EnvConfig, RunConfig, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert run_title(str(run)) == "run"  # no config: the folder's name
+    save_config(RunConfig(seed=3, env=EnvConfig(task="point_reach")), str(run / "config.json"))
+    assert run_title(str(run)) == "point_reach, fpac encoder, seed 3"

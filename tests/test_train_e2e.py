@@ -212,9 +212,11 @@ def test_defaults_run_dir_port_and_actor_count():
 
 def test_progress_line_shows_budget_fraction_and_eta(tmp_path):
     from deploy.local_run import ProgressPrinter
+    from learner.progress import Progress
 
-    printer = ProgressPrinter(str(tmp_path), budget=10_000)
-    line = printer.line({"env_steps": 2500, "sps": 100.0, "updates": 7, "train_return": -3.0})
+    printer = ProgressPrinter(str(tmp_path), Progress(10_000))  # replay ratio 0: the step rate
+    line = printer.progress.line({"env_steps": 2500, "sps": 100.0, "updates": 7,
+                                  "train_return": -3.0})
     assert line.startswith("[ 25.0%] 2.5k/10.0k env steps | env 2.5k | ret -3.0")
     assert "updates 7" in line and line.endswith("eta 1m15s")  # 7500 steps at 100/s
 
