@@ -178,7 +178,7 @@ def ctx() -> Iterator[zmq.Context]:
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
+def test_run_then_resume(tmp_path, ctx: zmq.Context, monkeypatch, caplog) -> None:
     run_dir = str(tmp_path / "run")
     port = free_port_pair()
     service = LearnerService(tiny_config(run_dir, port, env_steps=200), tensorboard=False,
@@ -242,9 +242,13 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context) -> None:
     saved_replay = load_checkpoint(run_dir)["replay"]  # save_replay=True
     assert len(saved_replay["frames"]) == last["replay_size"] >= 200
     port = free_port_pair()
+    hashed: list = []  # at INFO the resume does not hash the whole replay (only at DEBUG)
+    monkeypatch.setattr("learner.service.state_digest", lambda state: hashed.append(1) or "")
+    caplog.set_level(logging.INFO)
     resumed = LearnerService(tiny_config(run_dir, port, env_steps=300), resume=True,
                              tensorboard=False, console=False, final_eval_timeout_s=10)
     thread, code = start(resumed)
+    assert hashed == [] and "replay restored" in caplog.text
     # Before any actor sends: the replay came back whole (frames, actions, flags, stream index).
     back = resumed.replay.state_dict()
     assert len(resumed.replay) == last["replay_size"] and not resumed.trainer.refilling
