@@ -1,21 +1,14 @@
 """The generated table's rows for the service's robustness and the studies (bench/readme_table.py
 adds them after the speed figures): CurveZMQ on/off, the decoder fuzz, the soak, the handcrafted
 keypoints' accuracy and the tiny experiment grid. Each reads the newest rows of its results file
-(bench/result_rows.py) and never a number typed here.
+(bench/result_rows.figure) and never a number typed here.
 """
 from __future__ import annotations
 
-from bench.result_rows import MISSING, load, newest, source, speed
-
-Figure = tuple[str, str, str]
+from bench.result_rows import Row, figure, speed
 
 
-def fig_curve(results: str) -> list[Figure]:
-    group = newest(load("transport_curve.jsonl", results))
-    what = ("transport with CurveZMQ off / on, 84x84, 16 records per message, interleaved in one "
-            "run: transitions/s median (range), CPU us per message (`bench_curve.py`)")
-    if not group:
-        return [(what, MISSING, "-")]
+def _curve(group: list[Row]) -> str:
     r = group[-1]
     off, on = r["summary"]["curve_off"], r["summary"]["curve_on"]
     tps = lambda s: (f"{s['transitions_per_s_median']:.0f} ({s['transitions_per_s_min']:.0f}-"  # noqa: E731
@@ -25,60 +18,62 @@ def fig_curve(results: str) -> list[Figure]:
             f"{on['sender_cpu_us_per_msg_median']:.0f} us, receiver "
             f"{off['receiver_cpu_us_per_msg_median']:.0f} / "
             f"{on['receiver_cpu_us_per_msg_median']:.0f} us per message")
-    return [(what, speed(group, text), source(group, "transport_curve.jsonl"))]
+    return speed(group, text)
 
 
-def fig_fuzz(results: str) -> list[Figure]:
-    group = newest(load("fuzz.jsonl", results))
-    what = ("fuzz of the wire decoder: random bytes, random msgpack headers, mutated valid "
-            "messages; each must decode to a valid message or raise ProtocolError (`bench_fuzz.py`)")
-    if not group:
-        return [(what, MISSING, "-")]
+fig_curve = figure(
+    "transport_curve.jsonl",
+    "transport with CurveZMQ off / on, 84x84, 16 records per message, interleaved in one run: "
+    "transitions/s median (range), CPU us per message (`bench_curve.py`)", _curve)
+
+
+def _fuzz(group: list[Row]) -> str:
     r = group[-1]
-    text = (f"{r['inputs']:,} inputs in {r['settings']['seconds']:.0f} s (seed "
+    return (f"{r['inputs']:,} inputs in {r['settings']['seconds']:.0f} s (seed "
             f"{r['settings']['seed']}): {r['outcomes'].get('accepted', 0):,} accepted, the rest "
             f"refused; {r['bad']} outside the property")
-    return [(what, text, source(group, "fuzz.jsonl"))]
 
 
-def fig_soak(results: str) -> list[Figure]:
-    group = newest([r for r in load("soak.jsonl", results) if r.get("kind") == "summary"])
-    what = "soak: RSS slope after the first 5 minutes and open files of each process (`bench_soak.py`)"
-    if not group:
-        return [(what, MISSING, "-")]
+fig_fuzz = figure(
+    "fuzz.jsonl",
+    "fuzz of the wire decoder: random bytes, random msgpack headers, mutated valid messages; "
+    "each must decode to a valid message or raise ProtocolError (`bench_fuzz.py`)", _fuzz)
+
+
+def _soak(group: list[Row]) -> str:
     r = group[-1]
     s, m = r["settings"], r["learner_metrics"]
     parts = [f"{name} {p['rss_slope_after_warmup_mb_per_min']:+.2f} MB/min, fds "
              f"{p['fds_min']}-{p['fds_max']}" for name, p in sorted(r["procs"].items())]
-    text = (f"{r['minutes']:.0f} min, {s['actors']} actors + {s['evaluators']} evaluator, "
+    return (f"{r['minutes']:.0f} min, {s['actors']} actors + {s['evaluators']} evaluator, "
             f"{s['task']} on {s['device']}, {m['env_steps']:,} env steps: " + "; ".join(parts))
-    return [(what, text, source(group, "soak.jsonl"))]
 
 
-def fig_keypoints(results: str) -> list[Figure]:
-    group = newest(load("keypoints.jsonl", results))
-    what = ("handcrafted keypoints (`--state-source keypoints`): share of in-image points whose "
-            "pixel shows their own object in a segmentation render / within 2 px (`bench_keypoints.py`)")
-    if not group:
-        return [(what, MISSING, "-")]
-    text = "; ".join(f"{r['settings']['domain']} {r['on_own_geom']:.2f} / {r['within_2px']:.2f}"
-                     for r in group)
-    return [(what, text, source(group, "keypoints.jsonl"))]
+fig_soak = figure(
+    "soak.jsonl",
+    "soak: RSS slope after the first 5 minutes and open files of each process (`bench_soak.py`)",
+    _soak, keep=lambda r: r.get("kind") == "summary")
+
+fig_keypoints = figure(
+    "keypoints.jsonl",
+    "handcrafted keypoints (`--state-source keypoints`): share of in-image points whose pixel "
+    "shows their own object in a segmentation render / within 2 px (`bench_keypoints.py`)",
+    lambda group: "; ".join(f"{r['settings']['domain']} {r['on_own_geom']:.2f} / "
+                            f"{r['within_2px']:.2f}" for r in group))
 
 
-def fig_experiment(results: str) -> list[Figure]:
-    group = newest(load("experiment.jsonl", results))
-    what = ("`fpac-experiment` grid on the tiny task: eval return mean +- std over seeds "
-            "(`bench_experiment.py`, figure below)")
-    if not group:
-        return [(what, MISSING, "-")]
+def _experiment(group: list[Row]) -> str:
     r = group[-1]
     cells = []
     for row in r["scores"]["rows"]:
         at = ", ".join(f"at {x}: {v['mean']:.1f} +- {v['std']:.1f}" for x, v in row["at"].items())
         cells.append(f"{row['agent']} ({row['seeds']} seeds): {at}")
-    text = f"{r['settings']['task']}, {r['settings']['env_steps']} env steps: " + "; ".join(cells)
-    return [(what, text, source(group, "experiment.jsonl"))]
+    return f"{r['settings']['task']}, {r['settings']['env_steps']} env steps: " + "; ".join(cells)
 
+
+fig_experiment = figure(
+    "experiment.jsonl",
+    "`fpac-experiment` grid on the tiny task: eval return mean +- std over seeds "
+    "(`bench_experiment.py`, figure below)", _experiment)
 
 SERVICE_FIGURES = [fig_curve, fig_fuzz, fig_soak, fig_keypoints, fig_experiment]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from typing import Any
+from typing import Any, Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results")
@@ -15,6 +15,7 @@ VERSIONS = ("torch", "mujoco", "dm_control", "envpool", "libzmq")
 MISSING = "no row with full provenance yet: `bash bench/remeasure.sh`"
 
 Row = dict[str, Any]
+Figure = tuple[str, str, str]  # what, figure, source: one row of the generated table
 
 
 # ---------------------------------------------------------------- rows
@@ -85,6 +86,18 @@ def spread(xs: list[float], fmt: str = "{:.1f}") -> str:
     if len(xs) < 2:
         return med
     return f"{med} ({fmt.format(min(xs))}-{fmt.format(max(xs))}, {len(xs)} runs)"
+
+
+def figure(name: str, what: str, fn: Callable[[list[Row]], str],
+           keep: Callable[[Row], bool] = lambda r: True) -> Callable[[str], list[Figure]]:
+    """A one-row figure of the generated table: `fn` writes it from the newest rows of results
+    file `name` (those `keep` accepts), `what` says what it is; without such rows it says
+    MISSING. The returned function takes the results folder."""
+    def one(results: str = RESULTS) -> list[Figure]:
+        group = newest([r for r in load(name, results) if keep(r)])
+        return [(what, fn(group), source(group, name))] if group else [(what, MISSING, "-")]
+    one.__name__ = one.__qualname__ = f"the figure of {name}"  # block() names it on errors
+    return one
 
 
 def speed(rows: list[Row], text: str) -> str:

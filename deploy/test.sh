@@ -4,7 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh || exit 1
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=15 "$@"
 rc=$?
 if [ $rc -eq 5 ]; then echo "test: pytest collected no tests" >&2; exit 1; fi
 exit $rc

@@ -110,7 +110,7 @@ def _from_safe(obj: Any) -> Any:
 def state_digest(obj: Any) -> str:
     """SHA-256 of a nested state (dicts by sorted key, lists, numpy arrays by dtype, shape and
     bytes, tensors as arrays, scalars by repr): two states are equal iff (barring collisions)
-    their digests are. The learner logs its replay's at resume (tests compare it)."""
+    their digests are. The learner logs its replay's at resume at DEBUG level (tests compare it)."""
     sha = hashlib.sha256()
 
     def walk(o: Any) -> None:

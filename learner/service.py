@@ -160,8 +160,9 @@ class LearnerService:
                                           "ratio_offset": counters.get("ratio_offset", 0)})
             if ckpt.get("replay") is not None:
                 self.replay.load_state_dict(ckpt["replay"])
-                log.info("replay restored: %d records, state digest %s", len(self.replay),
-                         state_digest(self.replay.state_dict()))
+                log.info("replay restored: %d records", len(self.replay))
+                if log.isEnabledFor(logging.DEBUG):  # hashes the whole replay: only when asked
+                    log.debug("replay state digest %s", state_digest(self.replay.state_dict()))
             elif int(counters["agent_steps"]) > 0:
                 # No saved replay: refill it before updating again (with the current policy, or
                 # random actions if the run stopped inside its random phase). At most half the

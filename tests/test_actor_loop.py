@@ -117,8 +117,8 @@ def test_sender_never_reuses_a_chunk_a_message_still_refers_to():
 
 def _run_actor(learner: FakeLearner, steps: int, **kw) -> tuple[threading.Thread, dict]:
     result: dict = {}
-    loop = ActorLoop(5, ENV, learner.endpoint, seed=11, steps_per_message=8, stats_every_s=0.5,
-                     **kw)
+    kw.setdefault("stats_every_s", 0.5)
+    loop = ActorLoop(5, ENV, learner.endpoint, seed=11, steps_per_message=8, **kw)
 
     def target() -> None:
         result["reason"] = loop.run(max_agent_steps=steps)
@@ -131,7 +131,8 @@ def _run_actor(learner: FakeLearner, steps: int, **kw) -> tuple[threading.Thread
 def test_actor_loop_streams_complete_episodes_picks_up_weights_and_ignores_eval():
     learner = FakeLearner(random=True)
     try:
-        thread, result = _run_actor(learner, steps=260)  # 2 envs: 130 agent steps each
+        # 2 envs: 130 agent steps each; stats after every step, so there are many intervals
+        thread, result = _run_actor(learner, steps=260, stats_every_s=0.0)
         learner.pump(lambda f: sum(len(m.arrays["flags"]) for m in f.messages[P.STEPS]) >= 40)
         learner.publish_weights(1, scale=0.5)
         # Evaluation is the evaluator processes' job: a training actor never pauses for one,
@@ -151,8 +152,11 @@ def test_actor_loop_streams_complete_episodes_picks_up_weights_and_ignores_eval(
     # Stats: finished training episodes of 50 steps with per-env ids, and perf figures.
     episodes = [e for m in learner.messages[P.STATS] for e in m.meta.get("episodes", [])]
     assert len(episodes) == 4 and {e["length"] for e in episodes} == {50}
-    sps = [m.meta["perf"]["env_sps"] for m in learner.messages[P.STATS]]
-    assert min(sps) >= 0 and max(sps) > 0  # a rate, and it stepped
+    # Each interval's rate times its wall time is the steps it took: together, all 260.
+    perfs = [m.meta["perf"] for m in learner.messages[P.STATS]]
+    assert len(perfs) > 100
+    assert sum(p["agent_sps"] * p["wall_s"] for p in perfs) == pytest.approx(260)
+    assert sum(p["env_sps"] * p["wall_s"] for p in perfs) == pytest.approx(260 * ENV.action_repeat)
     replay = make_vec_env(ENV, seed=11, num_envs=2)  # the actor's env, replayed from records
     streams = learner.records(5)
     records = {}

@@ -224,6 +224,44 @@ def test_a_write_cut_short_is_ignored_and_cleaned_up_by_the_next_save(tmp_path) 
     assert sorted(os.listdir(ckpts)) == ["ckpt-10.pt", "ckpt-30.pt", "latest"]
 
 
+def _fail_rename_of(name: str, monkeypatch) -> None:
+    real = os.replace
+
+    def replace(src, dst):
+        if os.path.basename(dst) == name:
+            raise OSError(f"injected: renaming into {dst} fails")
+        real(src, dst)
+    monkeypatch.setattr("learner.checkpoint.os.replace", replace)
+
+
+def _fail_payload_write(name: str, monkeypatch) -> None:
+    def save(obj, f):
+        f.write(b"half a payload")
+        raise OSError("injected: the disk filled up in torch.save")
+    monkeypatch.setattr("learner.checkpoint.torch.save", save)
+
+
+@pytest.mark.parametrize("fail", [_fail_rename_of, _fail_payload_write], ids=["rename", "write"])
+def test_a_save_that_fails_inside_its_atomic_write_leaves_latest_on_the_previous(
+        tmp_path, monkeypatch, fail) -> None:
+    """`latest` moves only after the new checkpoint file is in place: a save that stops while
+    writing or renaming that file leaves `latest` loading the previous checkpoint, whole."""
+    from learner.checkpoint import unfinished_writes
+    sac = _shared_sac()
+    save_checkpoint(str(tmp_path), _state(sac, 10))
+    ckpts = tmp_path / "checkpoints"
+    with monkeypatch.context() as m:
+        fail("ckpt-20.pt", m)
+        with pytest.raises(OSError, match="injected"):
+            save_checkpoint(str(tmp_path), _state(sac, 20))
+    assert (ckpts / "latest").read_text() == "ckpt-10.pt\n"
+    assert load_checkpoint(str(tmp_path))["counters"]["updates"] == 10
+    assert sorted(os.listdir(ckpts)) == ["ckpt-10.pt", "latest"]  # the temp file removed
+    assert unfinished_writes(str(ckpts)) == []
+    save_checkpoint(str(tmp_path), _state(sac, 20))  # the next save works
+    assert load_checkpoint(str(tmp_path))["counters"]["updates"] == 20
+
+
 def test_state_digest_tells_states_apart() -> None:
     from learner.checkpoint import state_digest
     a = {"frames": np.arange(12, dtype=np.uint8).reshape(3, 4), "rng": {"state": 5}, "n": [1, 2]}

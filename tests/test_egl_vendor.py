@@ -22,13 +22,15 @@ def machine(tmp_path):
 
 
 def probe_seeing(env: dict, nvidia_works: bool = True):
+    """A probe that records the vendor file of each call; with nvidia_works=False any probe with
+    a vendor file set fails (the GPU's EGL does not initialise), only the default renders."""
     calls = []
 
     def probe() -> str:
         calls.append(env.get(VAR))
+        if env.get(VAR) is not None and not nvidia_works:
+            raise RuntimeError("eglInitialize failed")
         if env.get(VAR, "").endswith("10_nvidia.json"):
-            if not nvidia_works:
-                raise RuntimeError("eglInitialize failed")
             return "NVIDIA H200/PCIe/SSE2"
         return "llvmpipe (LLVM 15.0.7, 256 bits)"
     return probe, calls
@@ -39,14 +41,15 @@ def test_gpu_machine_renders_with_nvidia_and_children_inherit_it(machine) -> Non
     probe, calls = probe_seeing(env)
     assert prefer_gpu_rendering(probe, env, **machine) == "NVIDIA H200/PCIe/SSE2"
     assert env[VAR] == os.path.join(machine["dirs"][0], "10_nvidia.json")
-    assert len(calls) == 1
+    assert calls == [env[VAR]]  # one probe, with NVIDIA's file
 
 
 def test_failing_nvidia_falls_back_to_the_default_driver(machine) -> None:
     env = {"MUJOCO_GL": "egl"}
     probe, calls = probe_seeing(env, nvidia_works=False)
     assert prefer_gpu_rendering(probe, env, **machine).startswith("llvmpipe")
-    assert VAR not in env and calls == [calls[0], None]
+    nvidia = os.path.join(machine["dirs"][0], "10_nvidia.json")
+    assert VAR not in env and calls == [nvidia, None]  # NVIDIA's file first, then the default
 
 
 def test_no_gpu_node_or_user_choice_leaves_the_environment_alone(machine) -> None:

@@ -5,8 +5,8 @@ then `fpac-learner --resume`.
   learner says it ignores the unfinished write (the next save deletes it).
 - The resumed learner continues from that checkpoint: counters and policy version (metrics rows),
   optimizers (Adam's step count in the final checkpoint equals the total updates), and with
-  --save-replay the replay comes back exactly (its state digest, logged at resume, equals the
-  checkpoint's; the replay's sampling RNG is part of it).
+  --save-replay the replay comes back exactly (its state digest, logged at resume with
+  --log-level DEBUG, equals the checkpoint's; the replay's sampling RNG is part of it).
 - The same actor processes, never restarted, reconnect by themselves and the run completes
   (exit 0 everywhere, final evaluation recorded).
 The test hook FPAC_TEST_CHECKPOINT_PAUSE=2 stops the learner's 2nd save between its fsynced temp
@@ -50,7 +50,7 @@ def test_learner_killed_mid_checkpoint_resumes_and_the_same_actors_finish_the_ru
     assert sorted(actor_pids) == ["actor0", "actor1", "evaluator0"]
     assert all(alive(pid) for pid in actor_pids.values())  # the actors outlive the learner
 
-    second = service.start_learner([], resume=True)
+    second = service.start_learner(["--log-level", "DEBUG"], resume=True)  # logs the digest
     assert service.wait_exit(second, "the resumed learner", 240) == 0, service.report()
     assert service.wait_exit(actors, "fpac-actors") == 0, service.report()
 

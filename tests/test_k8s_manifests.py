@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 
+# yaml and kubernetes_validate are test dependencies (pyproject's `test` extra): a missing one
+# is a collection error that fails CI, never a skip of this whole file.
+import kubernetes_validate
 import pytest
+import yaml
 
-yaml = pytest.importorskip("yaml")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
-
-from actors.cli import build_parser as actors_parser  # noqa: E402
-from deploy.cluster_task import actors_argv, build_parser as task_parser  # noqa: E402
-from fpac_async.transport import actor_endpoints, learner_endpoints  # noqa: E402
-from learner.cli import build_parser as learner_parser  # noqa: E402
+from actors.cli import build_parser as actors_parser
+from deploy.cluster_task import actors_argv, build_parser as task_parser
+from fpac_async.transport import actor_endpoints, learner_endpoints
+from learner.cli import build_parser as learner_parser
 
 K8S = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "k8s")
 # The oldest Kubernetes the manifests claim to work on, and the newest schema the pinned

@@ -14,6 +14,7 @@ from deploy.plots import plot_learning_curve, read_metrics
 from fpac_async.config import AgentConfig, EnvConfig, RunConfig, resolve
 from fpac_async.export import export_policy, script_to_bytes
 from fpac_async.sac import SAC
+from run_artefacts import curve_series_pixels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -28,13 +29,17 @@ def write_rows(path: str, rows: list[dict], torn_tail: str = "") -> None:
 def test_learning_curve_png_from_synthetic_metrics(tmp_path):
     rows = [{"time": 1000.0 + 30 * i, "env_steps": 1000 * i, "train_return": -50.0 + 5 * i,
              "eval_return": (-45.0 + 5 * i) if i % 2 else None} for i in range(8)]
+    for r in rows[1::2]:  # an evaluation's own row
+        r["eval_env_steps"] = r["env_steps"]
     write_rows(str(tmp_path / "metrics.jsonl"), rows, torn_tail='{"time": 12')  # killed mid-write
     assert len(read_metrics(str(tmp_path / "metrics.jsonl"))) == 8  # the torn line is skipped
     out = plot_learning_curve(str(tmp_path))
     assert out == str(tmp_path / "learning_curve.png")
     with open(out, "rb") as f:
         assert f.read(8) == PNG_MAGIC
-    assert os.path.getsize(out) > 5000  # two panels with lines, not an empty canvas
+    size, series = curve_series_pixels(out)
+    assert size == (1100, 400)  # figsize (11, 4) at 100 dpi
+    assert min(series) > 200, series  # both series are drawn, in both panels
 
 
 def test_evaluations_are_plotted_at_the_env_steps_of_the_evaluated_policy(tmp_path, monkeypatch):
@@ -92,33 +97,41 @@ def point_reach_policy(tmp_path_factory) -> tuple[str, EnvConfig, int]:
     cfg = resolve(RunConfig(agent=agent, env=EnvConfig(task="point_reach")))
     size = cfg.env.image_size
     sac = SAC(cfg.agent, (3 * agent.frame_stack, size, size), 2, "cpu")
+    with torch.no_grad():  # the mean action pinned to about (+1, +1): the dot visibly moves
+        last = sac.actor.trunk[-1]
+        last.weight[:2] = 0.0
+        last.bias[:2] = 3.0
     path = str(tmp_path_factory.mktemp("policy") / "policy.pt")
     with open(path, "wb") as f:
         f.write(script_to_bytes(export_policy(sac)))
     return path, cfg.env, agent.num_points
 
 
-def gif_frames(path: str) -> tuple[list[np.ndarray], int]:
-    """The distinct frames and the total duration (ms). Pillow merges a frame identical to the
-    previous one into it (adding the durations), so the episode's length is in the duration."""
+def gif_frames(path: str) -> tuple[list[np.ndarray], list[int]]:
+    """The distinct frames and their durations (ms). Pillow merges a frame identical to the
+    previous one into it (adding the durations), so the episode's length is in the durations."""
     from PIL import Image, ImageSequence
 
-    frames, total_ms = [], 0
+    frames, durations = [], []
     with Image.open(path) as im:
         for f in ImageSequence.Iterator(im):
             frames.append(np.asarray(f.convert("RGB")))
-            total_ms += f.info["duration"]
-    return frames, total_ms
+            durations.append(f.info["duration"])
+    return frames, durations
 
 
 def test_episode_gif_frames_and_points(point_reach_policy, tmp_path):
     policy, env_cfg, k = point_reach_policy
     out, ret = record_episode_gif(policy, env_cfg, str(tmp_path / "ep.gif"), seed=3)
     assert out == str(tmp_path / "ep.gif")
-    frames, total_ms = gif_frames(out)
+    frames, durations = gif_frames(out)
     # point_reach: 50 agent steps per episode -> the reset frame + 50 frames, 50 ms each (20 fps).
-    assert total_ms == 50 * (env_cfg.episode_control_steps // env_cfg.action_repeat + 1)
-    assert 1 <= len(frames) <= 51
+    assert sum(durations) == 50 * (env_cfg.episode_control_steps // env_cfg.action_repeat + 1)
+    # One frame per step: the dot runs up and to the right (the pinned action) a new frame each
+    # step until it stops in the corner, where the last frame holds the rest of the episode.
+    dot = [np.argwhere((f == DOT_COLOUR).all(-1)).mean(0) for f in frames]  # (row, column)
+    assert len(frames) >= 5 and set(durations[:-1]) == {50}, durations
+    assert all(b[0] <= a[0] and b[1] > a[1] for a, b in zip(dot, dot[1:])), dot
     assert frames[0].shape == (4 * env_cfg.image_size, 4 * env_cfg.image_size, 3)
     assert -100.0 < ret < 0.0  # reward = -distance (< 2 sqrt 2) per step over 50 steps
     scene = {tuple(c) for c in (BACKGROUND, TARGET_COLOUR, DOT_COLOUR)}
@@ -133,7 +146,7 @@ def test_episode_gif_max_frames(point_reach_policy, tmp_path):
     policy, env_cfg, _ = point_reach_policy
     out, _ = record_episode_gif(policy, env_cfg, str(tmp_path / "short.gif"), max_frames=7,
                                 fps=10)
-    assert gif_frames(out)[1] == 7 * 100
+    assert sum(gif_frames(out)[1]) == 7 * 100
 
 
 def test_the_learning_curve_is_titled_with_task_encoder_and_seed(tmp_path):

@@ -133,7 +133,7 @@ def test_bad_pretrained_files_and_flags_get_clear_errors(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_pretrain_command_then_sac_on_its_points_trains_serially(tmp_path, capsys):
+def test_pretrain_command_then_sac_on_its_points_trains_serially(tmp_path, monkeypatch):
     from deploy.serial import run_serial, tiny_config  # noqa: PLC0415
     out = str(tmp_path / "pr.pt")
     code = pretrain_main(["--task", "point_reach", "--out", out, "--frames", "1000",
@@ -142,15 +142,32 @@ def test_pretrain_command_then_sac_on_its_points_trains_serially(tmp_path, capsy
     assert code == 0 and os.path.exists(out)
     data = load_pretrained(out)
     assert data["meta"]["frames"] == 1000 and len(data["meta"]["losses"]) == 50
+    losses = data["meta"]["losses"]
+    assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:10]), losses  # the command trained
     assert data["architecture"]["num_points"] == 16  # point_reach's task default
     cfg = tiny_config(seed=0)
     cfg = resolve(dataclasses.replace(
         cfg, agent=dataclasses.replace(cfg.agent, encoder="pretrained", pretrained=out),
         replay=dataclasses.replace(cfg.replay, initial_random_steps=200)))
+    built: list[tuple[SAC, list[torch.Tensor]]] = []  # the serial path's SAC, its first actor
+
+    def build(*args, **kwargs) -> SAC:
+        sac = SAC(*args, **kwargs)
+        built.append((sac, [p.detach().clone() for p in sac.actor.parameters()]))
+        return sac
+    monkeypatch.setattr("deploy.serial.SAC", build)
     result = run_serial(cfg, agent_steps=500, eval_every=500, eval_episodes=2,
                         log=lambda line: None)
     assert result["updates"] == 300
     assert np.isfinite(result["eval_returns"][-1][1])
+    (sac, actor_before), = built
+    # SAC ran on the command's points: its encoder is the file's, unchanged by 300 updates...
+    trained_encoder = sac.encoder.state_dict()
+    assert trained_encoder.keys() == data["encoder"].keys()
+    for name, value in data["encoder"].items():
+        assert torch.equal(trained_encoder[name], value), name
+    # ...and the actor on top of them trained.
+    assert all(not torch.equal(a, b) for a, b in zip(actor_before, sac.actor.parameters()))
     assert pretrain_main(["--task", "point_reach", "--out", out, "--frames", "1"]) == 2
 
 

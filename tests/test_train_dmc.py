@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from learner.checkpoint import load_checkpoint
+from run_artefacts import check_artefacts
 from test_train_e2e import eval_file, eval_rows, rows, run_dir, train  # noqa: F401 (fixture)
 
 IMAGE = 84
@@ -84,8 +85,10 @@ def test_train_cartpole_swingup_then_resume(run_dir):  # noqa: F811
     for e in evals:  # complete benchmark episodes: 1000 control steps = 125 agent steps
         assert e["lengths"] == [125] * EVAL_EPISODES and len(e["returns"]) == EVAL_EPISODES
     assert [r["eval_env_steps"] for r in eval_rows(run_dir)] == [e["env_steps"] for e in evals]
-    for name in ("policy.pt", "learning_curve.png", "feature_points.gif", "config.json"):
-        assert os.path.exists(os.path.join(run_dir, name)), name
+    # The GIF: one episode of 125 agent steps, the reset frame and one frame per step.
+    check_artefacts(run_dir, ["policy.pt", "learning_curve.png", "feature_points.gif",
+                              "config.json", "metrics.csv", "tb"], "cartpole_swingup", 1, IMAGE,
+                    gif_frames=126)
     stopped = load_checkpoint(run_dir)["counters"]
     assert stopped["updates"] == last["updates"]
 

@@ -21,7 +21,9 @@ import pytest
 from actors.envs import make_vec_env
 from actors.evaluator import EVAL_SEED_OFFSET, Evaluator
 from deploy.serial import _UniformPolicy, tiny_config
+from fpac_async.config import resolve
 from learner.checkpoint import load_checkpoint
+from run_artefacts import check_artefacts
 from test_supervisor import alive, descendants, wait_gone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,8 +115,8 @@ def test_fpac_train_learns_point_reach(run_dir):
     # there loses far less than half of what random wandering loses.
     assert final > 0.5 * baseline, (final, baseline, curve)
     # The run's artefacts are where the report says they are.
-    for name in ("config.json", "metrics.csv", "policy.pt", "learning_curve.png", "tb"):
-        assert os.path.exists(os.path.join(run_dir, name)), name
+    check_artefacts(run_dir, ["config.json", "metrics.csv", "policy.pt", "learning_curve.png",
+                              "tb"], "point_reach", 2, resolve(_TINY).env.image_size)
     assert f"tensorboard --logdir {os.path.join(run_dir, 'tb')}" in proc.stdout
     assert "learning_curve.png" in proc.stdout and "env steps |" in proc.stdout
 
