@@ -6,9 +6,12 @@ but does not fit this run's task (frame shape, action dim, state dim, task name)
 reason by a RejectCounter and dropped: the learner never crashes on input from the network.
 
 Backpressure (docs/INTERFACES.md, "Counters"): while `admit()` is False the thread stops reading
-the data socket, so the bounded zmq queues fill up and the actors block in send. Once the env-step
-budget is reached the receiver keeps reading but drops `steps`: the counters are frozen at the
-budget.
+the data socket, so the bounded zmq queues fill up and the actors block in send; it reads anyway
+while the lag bound starves the learner (learner.lag_bound: records are checked against the bound
+there, and a stale one is never taken). Once the env-step budget is reached it stops reading the
+data socket (the actors are held, blocked in send, while the learner finishes its owed updates
+and the final evaluation) until `draining` is set at the end of the run: then it reads and drops
+`steps` (the counters stay frozen at the budget) so that held actors unblock and see `stop`.
 
 The control socket (evaluators' hello, heartbeat and eval_result) is read ALWAYS, throttled or
 not, and its messages are queued for the main thread (`control`), which owns the evaluation
@@ -27,26 +30,17 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from fpac_async.config import RunConfig, task_spec
-from fpac_async.keypoints import keypoint_state_dim
 from fpac_async.protocol import (ACTOR, EVAL_RESULT, EVALUATOR, FIRST, HEARTBEAT, HELLO, STATS,
                                  STEPS, TERMINAL, TRUNCATED, Message, ProtocolError, ShapeError,
                                  decode)
 from fpac_async.settings import mismatches
 from fpac_async.transport import CONTROL_MAX_BYTES, RejectCounter
+from learner.lag_bound import LagBound, LagStats
 from learner.stream_ledger import StreamLedger
+from learner.task_shapes import DOMAIN_DIMS, TaskShapes, task_shapes  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-# (action_dim, state_dim) per domain, so the learner knows its shapes without building an env
-# (dm_control is not needed on the learner host). Measured from dm_control 1.0.50 action and
-# observation specs (state = the observation dict flattened, as actors/envs/dmc.py sends it);
-# point_reach from actors/envs/point_reach.py. Hellos and steps are checked against these.
-DOMAIN_DIMS: dict[str, tuple[int, int]] = {
-    "cartpole": (1, 5), "reacher": (2, 6), "cheetah": (6, 17), "finger": (2, 9),
-    "ball_in_cup": (2, 8), "walker": (6, 24), "hopper": (4, 15), "pendulum": (1, 3),
-    "quadruped": (12, 78), "point": (2, 4),
-}
 ACTOR_WINDOW_S = 10.0  # an actor counts as present if it sent anything in the last 10 s
 IDLE_SLEEP_S = 0.002  # backpressure: how long to wait before re-checking admission
 
@@ -70,35 +64,13 @@ class SettingsMismatchError(ProtocolError):
     reason = "config"
 
 
-@dataclass(frozen=True)
-class TaskShapes:
-    """What this run's messages must look like."""
-
-    task: str
-    frame_shape: tuple[int, int, int]  # one frame, (3, H, W)
-    action_dim: int
-    state_dim: int  # the env's low-dim state size (used by the 'state' encoder)
-
-
-def task_shapes(cfg: RunConfig) -> TaskShapes:
-    """Shapes of a resolved config's task (image size from cfg.env, dims from DOMAIN_DIMS)."""
-    spec = task_spec(cfg.env.task)
-    if spec.domain not in DOMAIN_DIMS:
-        raise ValueError(f"no action/state dims known for domain {spec.domain!r}; add it to "
-                         f"learner.receiver.DOMAIN_DIMS")
-    a, d = DOMAIN_DIMS[spec.domain]
-    if cfg.env.state_source == "keypoints":  # handcrafted keypoints replace the state
-        d = keypoint_state_dim(spec.domain)
-    size = cfg.env.image_size or spec.image_size
-    return TaskShapes(cfg.env.task, (3, size, size), a, d)
-
-
 @dataclass
 class Window:
     """What arrived since the last metrics row (taken and reset by the main thread)."""
 
-    lag_sum: int = 0
+    lag_sum: int = 0  # in versions
     lag_count: int = 0
+    lag_updates: LagStats = field(default_factory=LagStats)  # in updates
     train_returns: list[float] = field(default_factory=list)
 
     @property
@@ -111,6 +83,8 @@ class Receiver(threading.Thread):
 
     `admit(agent_steps) -> bool` is the replay-ratio admission rule (Trainer.admit).
     `replay_add(**kwargs)` is Replay.add (thread-safe: the replay holds its own lock briefly).
+    `lag` checks every record's policy version against the lag bound; `updates()` is the
+    learner's update count (lags are in updates).
     """
 
     def __init__(self, sock: zmq.Socket, shapes: TaskShapes, replay_add: Callable[..., None],
@@ -118,7 +92,8 @@ class Receiver(threading.Thread):
                  max_bytes: int, expect_state: bool = False, agent_steps: int = 0,
                  episodes: int = 0, policy_version: int = 0,
                  control: zmq.Socket | None = None, settings: dict | None = None,
-                 expect_frames: bool = True) -> None:
+                 expect_frames: bool = True, lag: LagBound | None = None,
+                 updates: Callable[[], int] = lambda: 0) -> None:
         super().__init__(name="fpac-receiver", daemon=True)
         self.sock = sock
         self.control_sock = control
@@ -137,10 +112,13 @@ class Receiver(threading.Thread):
         self.rejects = RejectCounter()
         self.ledger = StreamLedger()  # per-stream positions: repeats, gaps and restarts counted
         self.policy_version = int(policy_version)  # written by the main thread (an atomic int)
+        self.lag = LagBound(version=self.policy_version) if lag is None else lag
+        self.updates = updates
         self.agent_steps = int(agent_steps)
         self.episodes = int(episodes)
         self.hello_pending = threading.Event()  # main thread re-publishes the policy
         self.budget_reached = threading.Event()
+        self.draining = threading.Event()  # the run is over: read and drop (held actors unblock)
         self.actor_perf: dict[int, dict[str, float]] = {}
         self.error: BaseException | None = None
         self._seen: dict[int, float] = {}
@@ -190,7 +168,10 @@ class Receiver(threading.Thread):
             while not self._halt.is_set():
                 # The data socket only while admitted: leaving its messages queued makes the
                 # actors block (backpressure). The control socket always.
-                admitted = self.budget_reached.is_set() or self.admit(self.agent_steps)
+                if self.budget_reached.is_set():  # held until the end of the run
+                    admitted = self.draining.is_set()
+                else:
+                    admitted = self.lag.starved or self.admit(self.agent_steps)
                 if admitted:
                     poller.register(self.sock, zmq.POLLIN)
                 elif self.sock in poller:
@@ -282,6 +263,7 @@ class Receiver(threading.Thread):
             self._refused.pop(msg.actor, None)
             replaced = self.ledger.on_hello(msg.actor, msg.meta.get("pid"))
             if replaced is not None:
+                self.lag.forget(msg.actor)
                 log.info("actor %d is a new process (pid %s, was %d): its streams start over",
                          msg.actor, msg.meta.get("pid"), replaced)
         self.hello_pending.set()
@@ -344,8 +326,10 @@ class Receiver(threading.Thread):
                                     f"not accepted: refused until it says hello")
         if self.budget_reached.is_set():
             return  # the run is over: counters stay frozen at the budget
-        flags, version = a["flags"], a["version"]
-        step0 = int(msg.meta["step0"])
+        step0, length = int(msg.meta["step0"]), len(a["flags"])
+        # Records older than the lag bound are refused (a prefix of the chunk): never trained on.
+        k, lags = self.lag.admit(msg.actor, a["version"], self.updates(), time.monotonic())
+        flags, version = a["flags"][k:], a["version"][k:]
         acted = (flags & FIRST) == 0  # agent steps: records that a chosen action led to
         n = int(np.count_nonzero(acted))
         ended = int(np.count_nonzero(flags & (TERMINAL | TRUNCATED)))
@@ -354,19 +338,22 @@ class Receiver(threading.Thread):
         # (which holds it) never saves a replay holding steps its counters have not counted.
         with self.snapshot_lock:
             try:
-                self.replay_add(stream=(msg.actor, msg.env), step0=step0, obs=obs,
-                                action=a["action"], reward=a["reward"], flags=flags,
-                                version=version, cam=a.get("cam"),
-                                state=state if self.expect_state else None)
+                if k < length:
+                    self.replay_add(stream=(msg.actor, msg.env), step0=step0 + k,
+                                    obs=None if obs is None else obs[k:],
+                                    action=a["action"][k:], reward=a["reward"][k:], flags=flags,
+                                    version=version, cam=None if "cam" not in a else a["cam"][k:],
+                                    state=state[k:] if self.expect_state else None)
             except ValueError as e:  # the replay's own checks (e.g. a chunk over its capacity)
                 raise ShapeError(f"steps from actor {msg.actor}: replay refused the chunk: "
                                  f"{e}") from None
-            self.ledger.take(msg.actor, msg.env, step0, len(flags))
+            self.ledger.take(msg.actor, msg.env, step0, length)  # the stream moved on, all of it
             self.episodes += ended
             self.agent_steps += n
         with self._lock:
             self._window.lag_sum += lag
             self._window.lag_count += n
+            self._window.lag_updates.add(lags[acted])
         if self.env_steps >= self.env_step_budget:
             self.budget_reached.set()
 
