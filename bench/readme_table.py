@@ -34,7 +34,8 @@ END = "<!-- perf-table:end -->"
 # ---------------------------------------------------------------- figures
 def fig_learning(results: str) -> list[tuple[str, str, str]]:
     out = []
-    rows = [r for r in load("learning.jsonl", results) if r.get("preset") != "tiny-actors"]
+    rows = [r for r in load("learning.jsonl", results)
+            if r.get("preset") not in ("tiny-actors", "lag-actors", "lag-learning")]
     for preset in sorted({r.get("preset") for r in rows}):
         group = newest([r for r in rows if r.get("preset") == preset])
         if not group:
@@ -70,9 +71,26 @@ def fig_tiny(results: str) -> list[tuple[str, str, str]]:
         finals = [r["final_mean"] for r in group if r["actors"] == n]
         lags = [r["policy_lag_mean"] for r in group if r["actors"] == n
                 and r.get("policy_lag_mean") is not None]
+        p95 = [r["policy_lag_updates_p95"] for r in group if r["actors"] == n
+               and r.get("policy_lag_updates_p95") is not None]
         lag = f", lag {statistics.mean(lags):.1f}" if lags else ""
+        lag += f" versions, p95 {max(p95):.0f} updates" if p95 else ""
         parts.append(f"{n} actor{'s' if n > 1 else ''}: {statistics.mean(finals):.2f} +- "
                      f"{statistics.pstdev(finals):.2f} ({len(finals)} seeds{lag})")
+    return [(what, "; ".join(parts), source(group, "learning.jsonl"))]
+
+
+def fig_lag(results: str) -> list[tuple[str, str, str]]:
+    """Policy lag in updates per actor count (`--preset lag-actors`): flat under the bound."""
+    group = newest([r for r in load("learning.jsonl", results) if r.get("preset") == "lag-actors"])
+    what = ("tiny task point_reach, 3000 env steps, policy lag in updates (median of the metric "
+            "windows' p95 / largest max) per actor count (`--preset lag-actors`, "
+            "--max-policy-lag 100)")
+    if not group:
+        return [(what, MISSING, "-")]
+    parts = [f"{r['actors']} actor{'s' if r['actors'] > 1 else ''}: "
+             f"{r['policy_lag_updates_p95']:.0f} / {r['policy_lag_updates_max']:.0f}"
+             for r in sorted(group, key=lambda r: r["actors"])]
     return [(what, "; ".join(parts), source(group, "learning.jsonl"))]
 
 
@@ -172,7 +190,7 @@ def fig_feature_points(results: str) -> list[tuple[str, str, str]]:
 
 
 FIGURES: list[Callable[[str], list[tuple[str, str, str]]]] = [
-    fig_learning, fig_tiny, fig_state_actor, fig_learner, fig_envs, fig_actor, fig_transport,
+    fig_learning, fig_tiny, fig_lag, fig_state_actor, fig_learner, fig_envs, fig_actor, fig_transport,
     fig_feature_points, *SERVICE_FIGURES]
 
 
