@@ -179,6 +179,7 @@ def main() -> int:
     p.add_argument("--timeout-s", type=float, default=7200.0, help="per run")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "learning.jsonl"))
     p.add_argument("--seeds", default="0,1,2", help="lag-learning: seeds, comma-separated")
+    p.add_argument("--actors", default="", help="tiny-actors, lag-actors: actor counts (1,4)")
     p.add_argument("--keep", default="", help="directory to keep the run directories in")
     p.add_argument("extra", nargs="*", help="flags for fpac-train (after --)")
     a = p.parse_args()
@@ -211,6 +212,7 @@ def main() -> int:
              "--weights-every", str(t.learner.weights_every)]
     table, lag_rows = {}, {}
     actors, seeds = (LAG_ACTORS, (0,)) if a.preset == "lag-actors" else (TINY_ACTORS, TINY_SEEDS)
+    actors = [int(x) for x in a.actors.split(",")] if a.actors else actors
     for n in actors:
         finals = []
         for seed in seeds:
