@@ -4,11 +4,18 @@ and wall-clock, written to bench/results/learning.jsonl with the machine and ver
     python bench/bench_learning.py --preset sac-state-cartpole     # CPU: SAC-state, 100k env steps
     python bench/bench_learning.py --preset fpac-cartpole-gpu      # GPU: FPAC pixels, 15 actors
     python bench/bench_learning.py --preset tiny-actors            # 1/2/4 actors x 3 seeds, tiny task
+    python bench/bench_learning.py --preset lag-actors             # lag p95 for 1/2/4/8 actors, tiny
+    python bench/bench_learning.py --preset lag-learning           # serial vs 1 and 4 actors, 3 seeds
 
 Each run's row holds its settings (the run's config.json), every evaluation (env steps of the
 evaluated policy, seconds since the start, mean and std over the episodes), the final mean and
-the time to reach `--target` (None if it never did). `tiny-actors` also prints the actor-count
-table (final eval mean +- std over seeds), which must not depend on the number of actors.
+the time to reach `--target` (None if it never did), and the policy lag in updates over the run's
+metric windows (median of the windows' p95, largest max; learner/lag_bound.py). `tiny-actors`
+also prints the actor-count table (final eval mean +- std over seeds), which must not depend on
+the number of actors; `lag-actors` the lag table for 1/2/4/8 actors (one seed each), which must
+be flat. `lag-learning` is issue 19's learning comparison: SAC-state on cartpole_swingup for 100k
+env steps, the serial runner (deploy/serial.py, weights every update: lag 0) against the service
+with 1 and with 4 actors, seeds 0/1/2 each (about 2 h of CPU on 2 cores).
 Extra arguments after `--` go to fpac-train (e.g. `-- --env-steps 20000`).
 
 A run too long for one sitting (fpac-cartpole-cpu takes hours on a 2-core CPU) is started by
@@ -50,6 +57,69 @@ PRESETS = {
                                    "--actors", "15", "--gpus", "1"], "target": 750.0},
 }
 TINY_ACTORS = (1, 2, 4)
+LAG_ACTORS = (1, 2, 4, 8)
+SAC_STATE = ["--task", "cartpole_swingup", "--encoder", "state", "--gpus", "0"]
+# The serial runner starts from the tiny task's settings (deploy.serial.tiny_config): these flags
+# give it cartpole_swingup's resolved defaults, as fpac-train has them.
+SERIAL_AS_SERVICE = ["--backend", "dmc", "--image-size", "84", "--action-repeat", "8",
+                     "--episode-control-steps", "1000", "--hidden-dim", "1024", "--lr", "3e-4",
+                     "--batch-size", "128", "--capacity", "100000", "--initial-random-steps",
+                     "1000", "--eval-every-env-steps", "10000", "--eval-episodes", "10"]
+
+
+def run_serial(args: list[str], env_steps: int, action_repeat: int, out: str,
+               timeout_s: float) -> dict:
+    """One serial-runner run (deploy/serial.py: acting and learning in turn, weights every
+    update, so every record is acted by the current policy: lag 0); its evaluations."""
+    cmd = [sys.executable, "-m", "deploy.serial", *args, "--weights-every", "1",
+           "--agent-steps", str(env_steps // action_repeat), "--record", out]
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
+                          check=False)
+    rows = []
+    if os.path.exists(out):
+        with open(out) as f:
+            rows = [json.loads(line) for line in f]
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+    row = rows[-1] if rows else {}
+    return {"exit_code": proc.returncode, "wall_s": round(time.time() - start, 1),
+            "final_mean": row.get("final_eval_return"), "eval_returns": row.get("eval_returns"),
+            "policy_lag_updates_p95": 0.0, "policy_lag_updates_max": 0.0}
+
+
+def lag_learning(a: argparse.Namespace, base: str, stamp: dict) -> int:
+    """Serial (lag 0) vs the service with 1 and 4 actors, SAC-state cartpole_swingup, 3 seeds.
+    `--` flags go to both (e.g. `-- --env-steps 3000` for a dry run)."""
+    extra = list(a.extra)
+    env_steps = int(extra[extra.index("--env-steps") + 1]) if "--env-steps" in extra else 100_000
+    repeat = int(extra[extra.index("--action-repeat") + 1]) if "--action-repeat" in extra else 8
+    rest = [x for i, x in enumerate(extra) if x != "--env-steps"
+            and (i == 0 or extra[i - 1] != "--env-steps")]  # the budget is given to each runner
+    table: dict[str, list] = {}
+    for seed in [int(x) for x in a.seeds.split(",")]:
+        for name in ("serial", "actors-1", "actors-4"):
+            args = [*SAC_STATE, "--seed", str(seed)]
+            if name == "serial":
+                result = run_serial([*args, *SERIAL_AS_SERVICE, *rest], env_steps, repeat,
+                                    os.path.join(base, f"serial-s{seed}.jsonl"), a.timeout_s)
+                summary = {"final_mean": result["final_mean"]}
+            else:
+                args += ["--env-steps", str(env_steps), "--actors", name.split("-")[1], *rest]
+                result = run_train(args, os.path.join(base, f"{name}-s{seed}"), a.timeout_s)
+                summary = summarise(result, a.target)
+            record({"bench": "learning", "preset": "lag-learning", **stamp, "runner": name,
+                    "seed": seed, "args": args, "env_steps": env_steps, **summary, **result},
+                   a.out)
+            table.setdefault(name, []).append(summary["final_mean"])
+            print(f"{name} seed {seed}: final eval {summary['final_mean']}, lag p95 "
+                  f"{result['policy_lag_updates_p95']} ({result['wall_s']:.0f} s)", flush=True)
+    print("\n| runner | final eval, mean +- std over seeds | runs |\n|---|---|---|")
+    for name, finals in table.items():
+        xs = np.array([x for x in finals if x is not None], float)
+        print(f"| {name} | {xs.mean():.1f} +- {xs.std():.1f} | {len(xs)} |" if len(xs) else
+              f"| {name} | - | 0 |")
+    return 0
 TINY_SEEDS = (0, 1, 2)
 
 
@@ -77,18 +147,26 @@ def collect(run_dir: str, code: int | str, start: float, out: str, err: str) -> 
             evals = [json.loads(line) for line in f]
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
-    lags, ups = [], []
+    lags, ups, lag_p95, lag_max, refused = [], [], [], [], None
     metrics = os.path.join(run_dir, "metrics.jsonl")
     if os.path.exists(metrics):
         with open(metrics) as f:
             rows = [json.loads(line) for line in f if line.endswith("\n")]
         lags = [r["policy_lag"] for r in rows if r.get("policy_lag") is not None]
         ups = [r["ups"] for r in rows if r.get("ups")]
+        lag_p95 = [r["policy_lag_updates_p95"] for r in rows
+                   if r.get("policy_lag_updates_p95") is not None]
+        lag_max = [r["policy_lag_updates_max"] for r in rows
+                   if r.get("policy_lag_updates_max") is not None]
+        refused = rows[-1].get("policy_lag_refused") if rows else None
     if code != 0:
         print(out[-3000:], err[-3000:], file=sys.stderr)
     return {"exit_code": code, "wall_s": round(wall, 1), "config": config,
             "policy_lag_mean": round(float(np.mean(lags)), 2) if lags else None,
             "updates_per_s_median": round(float(np.median(ups)), 2) if ups else None,
+            "policy_lag_updates_p95": float(np.median(lag_p95)) if lag_p95 else None,
+            "policy_lag_updates_max": max(lag_max) if lag_max else None,
+            "policy_lag_refused": refused,
             "evals": [{"env_steps": e["env_steps"], "wall_s": round(e["time"] - start, 1),
                        "mean": round(e["mean_return"], 2), "std": round(e["std_return"], 2),
                        "episodes": len(e["returns"]), "final": e["final"]} for e in evals]}
@@ -135,10 +213,13 @@ def record(row: dict, out: str) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", required=True, choices=[*PRESETS, "tiny-actors"])
+    p.add_argument("--preset", required=True,
+                   choices=[*PRESETS, "tiny-actors", "lag-actors", "lag-learning"])
     p.add_argument("--target", type=float, default=None, help="return for time-to-score")
     p.add_argument("--timeout-s", type=float, default=7200.0, help="per run")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "learning.jsonl"))
+    p.add_argument("--seeds", default="0,1,2", help="lag-learning: seeds, comma-separated")
+    p.add_argument("--actors", default="", help="tiny-actors, lag-actors: actor counts (1,4)")
     p.add_argument("--keep", default="", help="directory to keep the run directories in")
     p.add_argument("--from-run", default="", metavar="DIR",
                    help="record the preset's row from this run directory (started by hand, "
@@ -164,6 +245,8 @@ def main() -> int:
         print(f"final {row['final_mean']} at {row['final_env_steps']} env steps; wall "
               f"{result['wall_s']:.0f} s; time to {target}: {row['time_to_target_s']}")
         return 0 if result["exit_code"] == 0 else 1
+    if a.preset == "lag-learning":
+        return lag_learning(a, base, stamp)
     # tiny-actors: results must not depend on the number of actors (the replay ratio is
     # enforced by the learner), so the final eval should agree across columns within the spread.
     from deploy.serial import tiny_config  # noqa: PLC0415 (the settings the tiny task learns with)
@@ -173,21 +256,30 @@ def main() -> int:
              str(t.agent.batch_size), "--lr", str(t.agent.lr), "--initial-random-steps",
              str(t.replay.initial_random_steps), "--capacity", str(t.replay.capacity),
              "--weights-every", str(t.learner.weights_every)]
-    table = {}
-    for n in TINY_ACTORS:
+    table, lag_rows = {}, {}
+    actors, seeds = (LAG_ACTORS, (0,)) if a.preset == "lag-actors" else (TINY_ACTORS, TINY_SEEDS)
+    actors = [int(x) for x in a.actors.split(",")] if a.actors else actors
+    for n in actors:
         finals = []
-        for seed in TINY_SEEDS:
+        for seed in seeds:
             args = ["--task", "point_reach", "--env-steps", "3000", "--gpus", "0", "--actors",
                     str(n), "--seed", str(seed), "--eval-every-env-steps", "1000", *agent,
                     *a.extra]
             result = run_train(args, os.path.join(base, f"tiny-a{n}-s{seed}"), a.timeout_s)
             summary = summarise(result, a.target)
-            record({"bench": "learning", "preset": "tiny-actors", **stamp, "actors": n,
+            record({"bench": "learning", "preset": a.preset, **stamp, "actors": n,
                     "seed": seed, "args": args, **summary, **result}, a.out)
             finals.append(summary["final_mean"])
-            print(f"actors {n} seed {seed}: final eval {summary['final_mean']} "
-                  f"({result['wall_s']:.0f} s)", flush=True)
+            lag_rows.setdefault(n, []).append(result)
+            print(f"actors {n} seed {seed}: final eval {summary['final_mean']}, lag p95 "
+                  f"{result['policy_lag_updates_p95']} max {result['policy_lag_updates_max']} "
+                  f"updates ({result['wall_s']:.0f} s)", flush=True)
         table[n] = finals
+    print("\n| actors | lag p95 (updates), per seed | lag max | refused records |\n|---|---|---|---|")
+    for n, results in lag_rows.items():
+        print(f"| {n} | {[r['policy_lag_updates_p95'] for r in results]} | "
+              f"{[r['policy_lag_updates_max'] for r in results]} | "
+              f"{[r['policy_lag_refused'] for r in results]} |")
     print("\n| actors | final eval, mean +- std over seeds | runs |\n|---|---|---|")
     for n, finals in table.items():
         xs = np.array([x for x in finals if x is not None], float)

@@ -34,7 +34,8 @@ END = "<!-- perf-table:end -->"
 # ---------------------------------------------------------------- figures
 def fig_learning(results: str) -> list[Figure]:
     out = []
-    rows = [r for r in load("learning.jsonl", results) if r.get("preset") != "tiny-actors"]
+    rows = [r for r in load("learning.jsonl", results)
+            if r.get("preset") not in ("tiny-actors", "lag-actors", "lag-learning")]
     for preset in sorted({r.get("preset") for r in rows}):
         group = newest([r for r in rows if r.get("preset") == preset])
         if not group:
@@ -65,7 +66,10 @@ def _tiny(group: list[Row]) -> str:
         finals = [r["final_mean"] for r in group if r["actors"] == n]
         lags = [r["policy_lag_mean"] for r in group if r["actors"] == n
                 and r.get("policy_lag_mean") is not None]
+        p95 = [r["policy_lag_updates_p95"] for r in group if r["actors"] == n
+               and r.get("policy_lag_updates_p95") is not None]
         lag = f", lag {statistics.mean(lags):.1f}" if lags else ""
+        lag += f" versions, p95 {max(p95):.0f} updates" if p95 else ""
         parts.append(f"{n} actor{'s' if n > 1 else ''}: {statistics.mean(finals):.2f} +- "
                      f"{statistics.pstdev(finals):.2f} ({len(finals)} seeds{lag})")
     return "; ".join(parts)
@@ -74,6 +78,19 @@ def _tiny(group: list[Row]) -> str:
 fig_tiny = figure("learning.jsonl", "tiny task point_reach, 3000 env steps, final eval mean +- std "
                   "over seeds (`--preset tiny-actors`; random policy about -40)", _tiny,
                   keep=lambda r: r.get("preset") == "tiny-actors")
+
+
+def _lag(group: list[Row]) -> str:
+    """Policy lag in updates per actor count (`--preset lag-actors`): flat under the bound."""
+    return "; ".join(f"{r['actors']} actor{'s' if r['actors'] > 1 else ''}: "
+                     f"{r['policy_lag_updates_p95']:.0f} / {r['policy_lag_updates_max']:.0f}"
+                     for r in sorted(group, key=lambda r: r["actors"]))
+
+
+fig_lag = figure("learning.jsonl", "tiny task point_reach, 3000 env steps, policy lag in updates "
+                 "(median of the metric windows' p95 / largest max) per actor count "
+                 "(`--preset lag-actors`, --max-policy-lag 100)", _lag,
+                 keep=lambda r: r.get("preset") == "lag-actors")
 
 
 def _state_actor(group: list[Row]) -> str:
@@ -172,7 +189,8 @@ def fig_feature_points(results: str) -> list[Figure]:
 
 
 FIGURES: list[Callable[[str], list[Figure]]] = [
-    fig_learning, fig_tiny, fig_state_actor, fig_learner, fig_envs, fig_actor, fig_transport,
+    fig_learning, fig_tiny, fig_lag, fig_state_actor, fig_learner, fig_envs, fig_actor,
+    fig_transport,
     fig_feature_points, *SERVICE_FIGURES]
 
 

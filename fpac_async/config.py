@@ -151,7 +151,10 @@ class LearnerConfig:
     gpus: int = 1
     """GPUs to use (0 runs on the CPU)."""
     weights_every: int = 100
-    """Updates between weight broadcasts."""
+    """Updates between weight broadcasts (at most max_policy_lag // 2 while that bound is on)."""
+    max_policy_lag: int = 100
+    """Bound on the policy lag, in updates: no record acted by a policy older than this many
+    updates is trained on (learner/lag_bound.py); 0: no bound."""
     checkpoint_every: int = 10_000
     """Updates between checkpoints."""
     save_replay: bool = False

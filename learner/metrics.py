@@ -32,6 +32,8 @@ CSV_FIELDS = REQUIRED_FIELDS + LOSS_FIELDS
 TB_NAMES = {
     "train_return": "charts/episodic_return", "eval_return": "charts/eval_return",
     "sps": "charts/SPS", "ups": "charts/UPS", "policy_lag": "charts/policy_lag",
+    **{f"policy_lag_updates_{s}": f"charts/policy_lag_updates_{s}" for s in ("mean", "p95", "max")},
+    "policy_lag_refused": "charts/policy_lag_refused",
     "policy_version": "charts/policy_version", "actors": "charts/actors",
     "replay_size": "charts/replay_size", "episodes": "charts/episodes",
     "updates": "charts/updates", "agent_steps": "charts/agent_steps",

@@ -6,9 +6,12 @@ but does not fit this run's task (frame shape, action dim, state dim, task name)
 reason by a RejectCounter and dropped: the learner never crashes on input from the network.
 
 Backpressure (docs/INTERFACES.md, "Counters"): while `admit()` is False the thread stops reading
-the data socket, so the bounded zmq queues fill up and the actors block in send. Once the env-step
-budget is reached the receiver keeps reading but drops `steps`: the counters are frozen at the
-budget.
+the data socket, so the bounded zmq queues fill up and the actors block in send; it reads anyway
+while the lag bound starves the learner (learner.lag_bound: records are checked against the bound
+there, and a stale one is never taken). Once the env-step budget is reached it stops reading the
+data socket (the actors are held, blocked in send, while the learner finishes its owed updates
+and the final evaluation) until `draining` is set at the end of the run: then it reads and drops
+`steps` (the counters stay frozen at the budget) so that held actors unblock and see `stop`.
 
 The control socket (evaluators' hello, heartbeat and eval_result) is read ALWAYS, throttled or
 not, and its messages are queued for the main thread (`control`), which owns the evaluation
@@ -32,6 +35,7 @@ from fpac_async.protocol import (ACTOR, EVAL_RESULT, EVALUATOR, FIRST, HEARTBEAT
                                  decode)
 from fpac_async.settings import mismatches
 from fpac_async.transport import CONTROL_MAX_BYTES, RejectCounter
+from learner.lag_bound import LagBound, LagStats
 from learner.stream_ledger import StreamLedger
 from learner.task_shapes import DOMAIN_DIMS, TaskShapes, task_shapes  # noqa: F401 (re-exported)
 
@@ -64,8 +68,9 @@ class SettingsMismatchError(ProtocolError):
 class Window:
     """What arrived since the last metrics row (taken and reset by the main thread)."""
 
-    lag_sum: int = 0
+    lag_sum: int = 0  # in versions
     lag_count: int = 0
+    lag_updates: LagStats = field(default_factory=LagStats)  # in updates
     train_returns: list[float] = field(default_factory=list)
 
     @property
@@ -78,6 +83,8 @@ class Receiver(threading.Thread):
 
     `admit(agent_steps) -> bool` is the replay-ratio admission rule (Trainer.admit).
     `replay_add(**kwargs)` is Replay.add (thread-safe: the replay holds its own lock briefly).
+    `lag` checks every record's policy version against the lag bound; `updates()` is the
+    learner's update count (lags are in updates).
     """
 
     def __init__(self, sock: zmq.Socket, shapes: TaskShapes, replay_add: Callable[..., None],
@@ -85,7 +92,8 @@ class Receiver(threading.Thread):
                  max_bytes: int, expect_state: bool = False, agent_steps: int = 0,
                  episodes: int = 0, policy_version: int = 0,
                  control: zmq.Socket | None = None, settings: dict | None = None,
-                 expect_frames: bool = True) -> None:
+                 expect_frames: bool = True, lag: LagBound | None = None,
+                 updates: Callable[[], int] = lambda: 0) -> None:
         super().__init__(name="fpac-receiver", daemon=True)
         self.sock = sock
         self.control_sock = control
@@ -104,10 +112,13 @@ class Receiver(threading.Thread):
         self.rejects = RejectCounter()
         self.ledger = StreamLedger()  # per-stream positions: repeats, gaps and restarts counted
         self.policy_version = int(policy_version)  # written by the main thread (an atomic int)
+        self.lag = LagBound(version=self.policy_version) if lag is None else lag
+        self.updates = updates
         self.agent_steps = int(agent_steps)
         self.episodes = int(episodes)
         self.hello_pending = threading.Event()  # main thread re-publishes the policy
         self.budget_reached = threading.Event()
+        self.draining = threading.Event()  # the run is over: read and drop (held actors unblock)
         self.actor_perf: dict[int, dict[str, float]] = {}
         self.error: BaseException | None = None
         self._seen: dict[int, float] = {}
@@ -159,7 +170,10 @@ class Receiver(threading.Thread):
             while not self._halt.is_set():
                 # The data socket only while admitted: leaving its messages queued makes the
                 # actors block (backpressure). The control socket always.
-                admitted = self.budget_reached.is_set() or self.admit(self.agent_steps)
+                if self.budget_reached.is_set():  # held until the end of the run
+                    admitted = self.draining.is_set()
+                else:
+                    admitted = self.lag.starved or self.admit(self.agent_steps)
                 self._paused_at = None if admitted else (self._paused_at or time.monotonic())
                 if admitted:
                     poller.register(self.sock, zmq.POLLIN)
@@ -252,6 +266,7 @@ class Receiver(threading.Thread):
             self._refused.pop(msg.actor, None)
             replaced = self.ledger.on_hello(msg.actor, msg.meta.get("pid"))
             if replaced is not None:
+                self.lag.forget(msg.actor)
                 log.info("actor %d is a new process (pid %s, was %d): its streams start over",
                          msg.actor, msg.meta.get("pid"), replaced)
         self.hello_pending.set()
@@ -314,8 +329,10 @@ class Receiver(threading.Thread):
                                     f"not accepted: refused until it says hello")
         if self.budget_reached.is_set():
             return  # the run is over: counters stay frozen at the budget
-        flags, version = a["flags"], a["version"]
-        step0 = int(msg.meta["step0"])
+        step0, length = int(msg.meta["step0"]), len(a["flags"])
+        # Records older than the lag bound are refused (a prefix of the chunk): never trained on.
+        k, lags = self.lag.admit(msg.actor, a["version"], self.updates(), time.monotonic())
+        flags, version = a["flags"][k:], a["version"][k:]
         acted = (flags & FIRST) == 0  # agent steps: records that a chosen action led to
         n = int(np.count_nonzero(acted))
         ended = int(np.count_nonzero(flags & (TERMINAL | TRUNCATED)))
@@ -324,19 +341,22 @@ class Receiver(threading.Thread):
         # (which holds it) never saves a replay holding steps its counters have not counted.
         with self.snapshot_lock:
             try:
-                self.replay_add(stream=(msg.actor, msg.env), step0=step0, obs=obs,
-                                action=a["action"], reward=a["reward"], flags=flags,
-                                version=version, cam=a.get("cam"),
-                                state=state if self.expect_state else None)
+                if k < length:
+                    self.replay_add(stream=(msg.actor, msg.env), step0=step0 + k,
+                                    obs=None if obs is None else obs[k:],
+                                    action=a["action"][k:], reward=a["reward"][k:], flags=flags,
+                                    version=version, cam=None if "cam" not in a else a["cam"][k:],
+                                    state=state[k:] if self.expect_state else None)
             except ValueError as e:  # the replay's own checks (e.g. a chunk over its capacity)
                 raise ShapeError(f"steps from actor {msg.actor}: replay refused the chunk: "
                                  f"{e}") from None
-            self.ledger.take(msg.actor, msg.env, step0, len(flags))
+            self.ledger.take(msg.actor, msg.env, step0, length)  # the stream moved on, all of it
             self.episodes += ended
             self.agent_steps += n
         with self._lock:
             self._window.lag_sum += lag
             self._window.lag_count += n
+            self._window.lag_updates.add(lags[acted])
         if self.env_steps >= self.env_step_budget:
             self.budget_reached.set()
 

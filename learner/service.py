@@ -42,12 +42,13 @@ from learner.broadcaster import Broadcaster
 from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
                                 restore_rng, save_checkpoint, state_digest,
                                 unfinished_writes)
-from learner.device import choose_device
 from learner.evaluation import EvalRecord, EvalSchedule
+from learner.lag_bound import NO_LIMIT, LagBound
 from learner.metrics import MetricsLogger, RateMeter
 from learner.progress import Progress
 from learner.receiver import Receiver, task_shapes
 from learner.replay import Replay
+from learner.runtime import choose_device, install_stop_signals, restore_signals
 from learner.trainer import Trainer
 from learner.waiting import WaitingNotice
 
@@ -94,14 +95,14 @@ class LearnerService:
             log.error("the learner cannot start: %s", e)
             self._close()
             return 2
-        old = self._install_signals()
+        old = install_stop_signals(self.request_stop)
         try:
             return self._loop()
         except Exception:  # noqa: BLE001 - logged with its traceback; the exit code says it failed
             log.exception("the learner failed")
             return 1
         finally:
-            self._restore_signals(old)
+            restore_signals(old)
             self._close()
 
     # ------------------------------------------------------------------ setup
@@ -180,6 +181,8 @@ class LearnerService:
                  self.speed.describe())
 
         self.version = int(counters["policy_version"])
+        self.lag = LagBound(cfg.learner.max_policy_lag, self.version, self.trainer.updates)
+        self.weights_every = self.lag.weights_every(cfg.learner.weights_every)  # meets the bound
         self.random_phase = int(counters["agent_steps"]) < cfg.replay.initial_random_steps
         # A new id per learner process: actors of an earlier learner on this port notice it in
         # the broadcasts and say hello again, and their steps are refused until they have.
@@ -191,7 +194,8 @@ class LearnerService:
                                  expect_frames=pixels,
                                  agent_steps=int(counters["agent_steps"]),
                                  episodes=int(counters["episodes"]), policy_version=self.version,
-                                 control=control,
+                                 control=control, lag=self.lag,
+                                 updates=lambda: self.trainer.updates,
                                  settings=run_settings(cfg.env, stack, cfg.agent.encoder))
         self.evaluator = EvalSchedule(cfg.learner.eval_every_env_steps, cfg.learner.eval_episodes,
                                       self.eval_timeout_s, start_env_steps=self.receiver.env_steps)
@@ -218,6 +222,7 @@ class LearnerService:
         window_s = max(10.0, 2 * cfg.learner.log_every_s)
         self.sps, self.ups = RateMeter(window_s), RateMeter(window_s)
         last_row, deadline, waiting = 0.0, None, WaitingNotice(cfg.learner.bind)
+        self._republished = 0.0
         while not self._stop_requested.is_set():
             if r.error is not None:
                 raise RuntimeError("the receiver thread failed") from r.error
@@ -230,14 +235,18 @@ class LearnerService:
             if r.hello_pending.is_set():
                 r.hello_pending.clear()
                 self.broadcaster.publish_policy(self.sac, self.version, self.random_phase)
-            started = time.monotonic()
-            stats = trainer.train(agent_steps, agent_steps * cfg.env.action_repeat, self._chunk())
+            started, n = time.monotonic(), self._chunk()
+            stats = trainer.train(agent_steps, agent_steps * cfg.env.action_repeat, n) if n else None
+            if (self.lag.starved_for(started) > 1.0 and not self.random_phase
+                    and started - self._republished > 1.0):  # PUB is lossy: weights an actor
+                self._republished = started  # must catch up with may have been dropped
+                self.broadcaster.publish_weights(self.sac, self.version)
             if stats:
                 self.losses = stats
                 per_update = (time.monotonic() - started) / max(1, int(stats["updates_run"]))
                 self._s_per_update = per_update if self._s_per_update is None else (
                     0.8 * self._s_per_update + 0.2 * per_update)
-            if trainer.updates - self.broadcast_at >= cfg.learner.weights_every:
+            if trainer.updates - self.broadcast_at >= self.weights_every:
                 self._broadcast()
             if trainer.updates - self.ckpt_at >= cfg.learner.checkpoint_every:
                 self._checkpoint()
@@ -277,24 +286,40 @@ class LearnerService:
             log.info("stopped by signal %d after %d env steps; checkpoint written", self.signal,
                      r.env_steps)
             return 128 + self.signal
-        for _ in range(2):  # PUB is lossy; stop is idempotent
-            self.broadcaster.publish_stop(self.version)
-            time.sleep(0.05)
+        self._release_actors()
         log.info("run finished: %d env steps, %d updates", r.env_steps, trainer.updates)
         return 0 if self.evaluator.final_done else 1
 
     def _chunk(self) -> int:
-        """Updates for the next train() call: stop exactly at broadcast/checkpoint points."""
-        lc, u = self.cfg.learner, self.trainer.updates
+        """Updates for the next train() call: stop exactly at broadcast/checkpoint points and at
+        the lag bound's credit (0: wait for fresher records; none owed after the budget)."""
+        lc, u, r = self.cfg.learner, self.trainer.updates, self.receiver
+        assert r is not None
+        credit = NO_LIMIT if r.budget_reached.is_set() else self.lag.credit(u, time.monotonic())
         # One update until its cost is known, then as many as fit in CHUNK_BUDGET_S.
         budget = 1 if self._s_per_update is None else int(CHUNK_BUDGET_S / self._s_per_update)
-        return max(1, min(MAX_CHUNK_UPDATES, budget, lc.weights_every - (u - self.broadcast_at),
-                          lc.checkpoint_every - (u - self.ckpt_at)))
+        return min(credit, max(1, min(MAX_CHUNK_UPDATES, budget, self.weights_every - (
+            u - self.broadcast_at), lc.checkpoint_every - (u - self.ckpt_at))))
+
+    def _release_actors(self) -> None:
+        """Publish `stop` while the receiver drains the data socket: actors held since the
+        budget unblock, read it and exit. At least 0.3 s, until no actor sent for 0.3 s (at most
+        3 s); PUB is lossy and stop is idempotent."""
+        assert self.receiver is not None
+        self.receiver.draining.set()
+        start = time.monotonic()
+        while True:
+            self.broadcaster.publish_stop(self.version)
+            time.sleep(0.05)
+            waited = time.monotonic() - start
+            if waited > 3.0 or (waited >= 0.3 and not self.receiver.actors(0.3)):
+                return
 
     def _broadcast(self) -> None:
         self.version += 1
         assert self.receiver is not None
         self.receiver.policy_version = self.version
+        self.lag.on_broadcast(self.version, self.trainer.updates)  # before any record can carry it
         self.version_env_steps[self.version] = self.receiver.env_steps
         while len(self.version_env_steps) > 100_000:  # bounded: oldest versions first
             self.version_env_steps.pop(next(iter(self.version_env_steps)))
@@ -383,6 +408,7 @@ class LearnerService:
         row: dict[str, Any] = {
             "time": time.time(), **c, "actors": len(r.actors()), "sps": self.sps.rate(),
             "ups": self.ups.rate(), "replay_size": len(self.replay), "policy_lag": window.policy_lag,
+            **window.lag_updates.row(), "policy_lag_refused": self.lag.refused,
             "train_return": self.train_return, "eval_return": self.evaluator.last_mean,
             "rejected_messages": sum(rejects.values()),
             **{f"rejected_{k}": v for k, v in rejects.items()}, **r.ledger.as_row(),
@@ -391,20 +417,7 @@ class LearnerService:
             **{f"actor_{k}": v for k, v in r.perf_means().items()}, **extra}
         self.metrics.log(row)
 
-    # ------------------------------------------------------------------ signals and shutdown
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}  # signal handlers can only be set from the main thread (tests use threads)
-        old = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, lambda signum, _frame: self.request_stop(signum))
-        return old
-
-    @staticmethod
-    def _restore_signals(old: dict[int, Any]) -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
+    # ------------------------------------------------------------------ shutdown
     def _close(self) -> None:
         if self.receiver is not None and self.receiver.is_alive():
             self.receiver.stop()

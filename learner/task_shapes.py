@@ -1,7 +1,7 @@
-"""What a run's messages must look like: its task's frame shape, action dim and state dim.
+"""What a run's messages must look like: frame shape, action and state dims of its task.
 
-Moved out of learner/receiver.py (issue 20, to keep that file under 350 lines); the receiver
-re-exports these names.
+The learner knows its shapes without building an env (dm_control is not needed on the learner
+host); hellos and steps are checked against them (learner.receiver).
 """
 from __future__ import annotations
 

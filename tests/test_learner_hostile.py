@@ -176,6 +176,14 @@ def test_hostile_input_is_counted_and_survived(tmp_path, ctx: zmq.Context) -> No
     wait_for(lambda: receiver.agent_steps == 7, "the good steps (7 non-FIRST records)")
     assert len(service.replay) == 8
     assert receiver.rejects.total == len(cases)
+    # Records claiming a policy version this learner never broadcast: counted, dropped.
+    for bad_version in (2**31 - 1, -1):
+        bad = steps(n=4, step0=8)
+        bad.arrays["version"] = np.full(4, bad_version, np.int32)
+        push.send_multipart(P.encode(bad))
+    wait_for(lambda: receiver.rejects.counts.get("policy_version") == 2, "the bad versions")
+    assert receiver.agent_steps == 7 and len(service.replay) == 8
+    expected["policy_version"] = 2
 
     time.sleep(0.3)  # at least one metrics row after the rejects (log_every_s = 0.1)
     service.request_stop(signal.SIGTERM)
@@ -183,7 +191,7 @@ def test_hostile_input_is_counted_and_survived(tmp_path, ctx: zmq.Context) -> No
     assert code == [128 + signal.SIGTERM]  # checkpointed, not finished
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         last = [json.loads(line) for line in f][-1]
-    assert last["rejected_messages"] == len(cases)
+    assert last["rejected_messages"] == len(cases) + 2
     assert {k: last[f"rejected_{k}"] for k in expected} == expected
     assert last["agent_steps"] == 7
     assert os.path.exists(os.path.join(run_dir, "checkpoints", "latest"))

@@ -213,7 +213,7 @@ def receiver(expect_frames: bool, replay_add) -> Receiver:
     shapes = TaskShapes("cartpole_swingup", (3, 8, 8), 2, 3)
     r = Receiver(None, shapes, replay_add, lambda steps: True, action_repeat=8,
                  env_step_budget=10**9, max_bytes=P.DEFAULT_MAX_BYTES, expect_state=True,
-                 expect_frames=expect_frames)
+                 expect_frames=expect_frames, policy_version=7)  # the version state_steps carry
     # Steps count only from actors whose hello was accepted: actor 3 says hello first.
     r.handle([bytes(f) for f in P.encode(P.hello_message(3, "cartpole_swingup", 1, (3, 8, 8), 2,
                                                          state_dim=3))])

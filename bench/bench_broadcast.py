@@ -1,0 +1,97 @@
+"""What one weights broadcast costs (issue 19: the lag bound broadcasts every max_policy_lag // 2
+updates): bytes on the wire, learner CPU to publish (flat weights + encode + PUB send), actor
+CPU to take it (SUB receive + decode + load into the TorchScript policy), per network config.
+
+    python bench/bench_broadcast.py            # rows in bench/results/broadcast.jsonl
+
+Each row also gives the wire rate at 1,000 updates/s (a GPU learner) with the default bound of
+100 (a broadcast every 50 updates: 20 per second), per subscribed actor.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import zmq
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from actors.policy import ActorPolicy  # noqa: E402
+from bench.provenance import ROOT, append_row, provenance  # noqa: E402
+from fpac_async.config import RunConfig, EnvConfig, resolve, with_task_defaults  # noqa: E402
+from fpac_async.export import export_policy, script_to_bytes  # noqa: E402
+from fpac_async.protocol import decode  # noqa: E402
+from fpac_async.sac import SAC  # noqa: E402
+from learner.broadcaster import Broadcaster, policy_weights  # noqa: E402
+
+CONFIGS = {  # name -> (encoder, obs shape, state dim)
+    "sac-state cartpole (hidden 1024)": ("state", (6, 84, 84), 5),
+    "fpac pixels cartpole (Table I nets)": ("fpac", (6, 84, 84), 0),
+}
+REPEATS = 50
+
+
+def cpu_s(fn) -> float:
+    """Process CPU seconds of one call, median over REPEATS."""
+    times = []
+    for _ in range(REPEATS):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return float(np.median(times))
+
+
+def measure(name: str, encoder: str, obs_shape: tuple, state_dim: int) -> dict:
+    cfg = resolve(with_task_defaults(RunConfig(env=EnvConfig(task="cartpole_swingup"))))
+    agent = cfg.agent.__class__(**{**cfg.agent.__dict__, "encoder": encoder})
+    sac = SAC(agent, obs_shape, 1, "cpu", state_dim=state_dim)
+    ctx = zmq.Context()
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.3)  # the subscription reaches the publisher
+    caster = Broadcaster(pub, run=1)
+    flat, layout = policy_weights(sac)
+    policy = ActorPolicy(1, 1, 0, agent.frame_stack)
+    policy.load_policy(np.frombuffer(script_to_bytes(export_policy(sac)), np.uint8), flat, layout,
+                       1, False)
+    version = [1]
+
+    def publish() -> None:
+        version[0] += 1
+        caster.publish_weights(sac, version[0])
+
+    def take() -> None:
+        msg = decode(sub.recv_multipart(copy=False))
+        policy.apply_weights(msg.version, msg.arrays["weights"], msg.meta["layout"], random=False)
+
+    sizes = []
+    for _ in range(REPEATS):  # sizes, and a warm-up of both sides
+        publish()
+        frames = sub.recv_multipart()
+        sizes.append(sum(len(f) for f in frames))
+    learner_s = cpu_s(publish)
+    actor_s = cpu_s(take)  # the REPEATS broadcasts above are waiting on SUB
+    ctx.destroy(linger=0)
+    nbytes = int(np.median(sizes))
+    return {"config": name, "params": int(flat.size), "bytes": nbytes,
+            "learner_cpu_ms": round(1e3 * learner_s, 3), "actor_cpu_ms": round(1e3 * actor_s, 3),
+            "mb_per_s_per_actor_at_1000_ups_bound_100": round(nbytes * 20 / 1e6, 2)}
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    stamp = provenance()
+    for name, (encoder, obs_shape, state_dim) in CONFIGS.items():
+        row = measure(name, encoder, obs_shape, state_dim)
+        print(row)
+        append_row(os.path.join(ROOT, "bench", "results", "broadcast.jsonl"),
+                   {"bench": "broadcast", **stamp, **row})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
