@@ -38,13 +38,13 @@ from actors.no_reply import FIRST_WARNING_S, NoReplyWarner
 from actors.policy import ActorPolicy
 from actors.sender import StreamSender
 from actors.stepping import Meter, OverlappedStepper, SequentialStepper
-from fpac_async import protocol as P
-from fpac_async.auth import client_keys_from_env, secure_client
+from fpac_async.wire import protocol as P
+from fpac_async.wire.auth import client_keys_from_env, secure_client
 from fpac_async.config import EnvConfig
 from fpac_async.settings import run_settings
-from fpac_async.transport import (DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, RejectCounter,
-                                  actor_endpoints, push_socket, receive_all, send_message,
-                                  sub_socket)
+from fpac_async.wire.transport import (DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, RejectCounter,
+                                       actor_endpoints, push_socket, receive_all, send_message,
+                                       sub_socket)
 
 log = logging.getLogger(__name__)
 

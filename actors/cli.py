@@ -19,9 +19,9 @@ import sys
 
 from fpac_async.cli_parser import FpacParser
 from fpac_async.cli_args import add_config_args, config_from_args
-from fpac_async.auth import DEFAULT_ACTOR_KEY, export_client_keys
+from fpac_async.wire.auth import DEFAULT_ACTOR_KEY, export_client_keys
 from fpac_async.config import ConfigError, EnvConfig, resolve
-from fpac_async.transport import actor_endpoints
+from fpac_async.wire.transport import actor_endpoints
 
 ENV_FLAGS = {f.name for f in dataclasses.fields(EnvConfig)} | {"seed", "frame_stack", "encoder",
                                                               "eval_episodes"}

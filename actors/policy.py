@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fpac_async.export import load_flat_weights, script_from_bytes
-from fpac_async.protocol import FIRST
+from fpac_async.agent.export import load_flat_weights, script_from_bytes
+from fpac_async.wire.protocol import FIRST
 
 
 class ActorPolicy:

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from fpac_async.protocol import Message, steps_message
+from fpac_async.wire.protocol import Message, steps_message
 
 SendFn = Callable[[Message], None]
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from actors.backoff import RestartBackoff
 from fpac_async.config import EnvConfig
-from fpac_async.protocol import ACTOR, EVALUATOR
+from fpac_async.wire.protocol import ACTOR, EVALUATOR
 from fpac_async.settings import EXIT_REFUSED
 
 log = logging.getLogger(__name__)

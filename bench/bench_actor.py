@@ -36,7 +36,7 @@ from bench.provenance import provenance  # noqa: E402
 from actors.actor_loop import ActorLoop  # noqa: E402
 from actors.envs import make_vec_env  # noqa: E402
 from bench.bench_transport import _machine  # noqa: E402
-from fpac_async import protocol as P  # noqa: E402
+from fpac_async.wire import protocol as P  # noqa: E402
 from fpac_async.config import EnvConfig, RunConfig, resolve  # noqa: E402
 
 # (name, envs per actor, full-loop mode): mode None is the bare env loop.
@@ -51,9 +51,9 @@ def _drain_learner(port: int, obs_shape: tuple, action_dim: int, ready: mp.Event
     """PULL + decode everything; answer hello with the default-config policy (random=False),
     or the state encoder's when state_dim > 0."""
     from fpac_async.config import AgentConfig  # noqa: PLC0415
-    from fpac_async.export import export_policy, flat_weights, script_to_bytes  # noqa: PLC0415
-    from fpac_async.sac import SAC  # noqa: PLC0415
-    from fpac_async.transport import pub_socket, pull_socket, send_message  # noqa: PLC0415
+    from fpac_async.agent.export import export_policy, flat_weights, script_to_bytes  # noqa: PLC0415
+    from fpac_async.agent.sac import SAC  # noqa: PLC0415
+    from fpac_async.wire.transport import pub_socket, pull_socket, send_message  # noqa: PLC0415
     torch.set_num_threads(1)
     agent = AgentConfig(encoder="state") if state_dim else AgentConfig()
     module = export_policy(SAC(agent, (6, *obs_shape[1:]), action_dim, state_dim=state_dim))

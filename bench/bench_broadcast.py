@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from actors.policy import ActorPolicy  # noqa: E402
 from bench.provenance import ROOT, append_row, provenance  # noqa: E402
 from fpac_async.config import RunConfig, EnvConfig, resolve, with_task_defaults  # noqa: E402
-from fpac_async.export import export_policy, script_to_bytes  # noqa: E402
-from fpac_async.protocol import decode  # noqa: E402
-from fpac_async.sac import SAC  # noqa: E402
+from fpac_async.agent.export import export_policy, script_to_bytes  # noqa: E402
+from fpac_async.wire.protocol import decode  # noqa: E402
+from fpac_async.agent.sac import SAC  # noqa: E402
 from learner.broadcaster import Broadcaster, policy_weights  # noqa: E402
 
 CONFIGS = {  # name -> (encoder, obs shape, state dim)

@@ -24,8 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from bench.provenance import provenance  # noqa: E402
 
-from fpac_async.feature_points import (listing1_feature_points,  # noqa: E402
-                                       separable_feature_points, spatial_softmax_feature_points)
+from fpac_async.agent.feature_points import (listing1_feature_points,
+                                             # noqa: E402 separable_feature_points,
+                                             spatial_softmax_feature_points)
 
 VARIANTS: Dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "separable": separable_feature_points,

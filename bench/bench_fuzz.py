@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.provenance import append_row, provenance  # noqa: E402
-from fpac_async import protocol as P  # noqa: E402
+from fpac_async.wire import protocol as P  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "fuzz.jsonl")
 CAP = 2**16  # decode's max_bytes here: small, so the size limits are reached too

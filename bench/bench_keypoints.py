@@ -2,7 +2,7 @@
 
 For each domain's task (the PlaNet/Dreamer tasks' camera: 0, quadruped 2; 84 px), over `--steps`
 uniform-random-action steps (every `--every`-th one checked): every keypoint inside the image is
-projected (fpac_async/keypoints.py) and its distance in pixels to the nearest pixel that the
+projected (fpac_async/agent/keypoints.py) and its distance in pixels to the nearest pixel that the
 segmentation render gives to ITS geom is measured (0: the point's pixel shows its geom; inf: the
 geom is hidden everywhere, e.g. behind the body). One row per domain in
 bench/results/keypoints.jsonl with bench/provenance.py's fields. Not a speed figure: the machine's
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.provenance import provenance  # noqa: E402
-from fpac_async import keypoints as K  # noqa: E402
+from fpac_async.agent import keypoints as K  # noqa: E402
 
 DOMAINS = [("cartpole", "swingup", 0), ("reacher", "easy", 0), ("cheetah", "run", 0),
            ("finger", "spin", 0), ("ball_in_cup", "catch", 0), ("walker", "walk", 0),

@@ -38,8 +38,8 @@ sys.path.insert(0, ROOT)
 from bench.plain_sac import bench_plain  # noqa: E402
 from bench.provenance import provenance  # noqa: E402
 from fpac_async.config import AgentConfig, LearnerConfig, ReplayConfig  # noqa: E402
-from fpac_async.sac import SAC  # noqa: E402
-from fpac_async.speed import Speed, apply_tf32, resolve_speed  # noqa: E402
+from fpac_async.agent.sac import SAC  # noqa: E402
+from fpac_async.agent.speed import Speed, apply_tf32, resolve_speed  # noqa: E402
 from learner.replay import Replay  # noqa: E402
 from learner.trainer import Trainer  # noqa: E402
 
@@ -60,7 +60,7 @@ VARIANTS = {  # name -> (speed settings over OFF, replay on the GPU)
     "amp_channels_last": ({"amp": "on", "channels_last": "on"}, False),
     "compile_amp": ({"compile": "compile", "amp": "on"}, False),
     "compile_channels_last": ({"compile": "compile", "channels_last": "on"}, False),
-    # What `auto` resolves to on the device (fpac_async/speed.py): the learner's default path.
+    # What `auto` resolves to on the device (fpac_async/agent/speed.py): the learner's default path.
     "default": ({k: "auto" for k in ("compile", "tf32", "amp", "channels_last", "fused_adam")},
                 False),
 }

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.provenance import ROOT, provenance  # noqa: E402
-from fpac_async.transport import free_port_pair  # noqa: E402
+from fpac_async.wire.transport import free_port_pair  # noqa: E402
 
 STARTED = re.compile(r"(actor|evaluator) (\d+): started pid (\d+)")
 

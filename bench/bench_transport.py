@@ -1,7 +1,7 @@
 """Transport throughput: actor-like StreamSender -> PULL + protocol.decode, against raw ZeroMQ.
 
 Both runs use one sender process and one receiver process on loopback, the same socket factories
-(fpac_async.transport: same high-water marks, same allocator tuning) and messages of the same size;
+(fpac_async.wire.transport: same high-water marks, same allocator tuning) and messages of the same size;
 the raw run sends pre-built frames (zero-copy, its fastest way) and only counts them on arrival.
 The protocol run is the actor's real path: StreamSender.add per record -> transport.send_message
 (protocol.encode) -> PULL -> protocol.decode. Target: protocol / raw >= 0.8.
@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from bench.provenance import provenance  # noqa: E402
 
-from fpac_async import protocol as P  # noqa: E402
-from fpac_async.transport import pull_socket, push_socket, send_message  # noqa: E402
+from fpac_async.wire import protocol as P  # noqa: E402
+from fpac_async.wire.transport import pull_socket, push_socket, send_message  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results", "transport.jsonl")
 
@@ -38,7 +38,7 @@ RESULTS = os.path.join(ROOT, "bench", "results", "transport.jsonl")
 def _sender(endpoint: str, mode: str, seconds: float, image: int, per_msg: int,
             keys_dir: str | None = None) -> None:
     from actors.sender import StreamSender  # noqa: PLC0415
-    from fpac_async.auth import load_client_keys  # noqa: PLC0415
+    from fpac_async.wire.auth import load_client_keys  # noqa: PLC0415
     ctx = zmq.Context()
     sock = push_socket(ctx, endpoint,
                        secure=None if keys_dir is None else load_client_keys(keys_dir).apply)
@@ -79,7 +79,7 @@ def _sender(endpoint: str, mode: str, seconds: float, image: int, per_msg: int,
 def measure(mode: str, seconds: float, image: int, per_msg: int, port: int,
             keys_dir: str | None = None) -> dict:
     """keys_dir: a fpac-keys directory: CURVE on (encrypted, the sender's key checked by ZAP)."""
-    from fpac_async.auth import load_server_keys  # noqa: PLC0415
+    from fpac_async.wire.auth import load_server_keys  # noqa: PLC0415
     from learner.auth_guard import AuthGuard  # noqa: PLC0415
     ctx = zmq.Context()
     guard = AuthGuard(ctx, None if keys_dir is None else load_server_keys(keys_dir))

@@ -1,4 +1,4 @@
-"""The baseline of bench_learner.py: the SAME networks and settings as fpac_async.sac.SAC, trained
+"""The baseline of bench_learner.py: the SAME networks and settings as fpac_async.agent.sac.SAC, trained
 the plain synchronous PyTorch way.
 
 Same: the encoder, actor and twin critic modules built from the same AgentConfig (heads, init,
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from fpac_async.config import AgentConfig
-from fpac_async.encoders import make_encoder
-from fpac_async.networks import Actor, TwinCritic
+from fpac_async.agent.encoders import make_encoder
+from fpac_async.agent.networks import Actor, TwinCritic
 
 
 class PlainSAC:

@@ -10,8 +10,8 @@ import torch
 
 from actors.envs import make_vec_env
 from fpac_async.config import EnvConfig
-from fpac_async.export import script_from_bytes
-from fpac_async.protocol import TERMINAL, TRUNCATED
+from fpac_async.agent.export import script_from_bytes
+from fpac_async.wire.protocol import TERMINAL, TRUNCATED
 
 # One distinct colour per point (cycled when K is larger).
 _PALETTE = np.array([[255, 60, 60], [60, 255, 60], [80, 140, 255], [255, 220, 40],

@@ -5,11 +5,10 @@
 
 Existing keys are never overwritten: running it again with a larger --actors adds the missing
 actors only. Secret keys are written 0600 (their folder 0700). The layout is explained in
-fpac_async/auth.py. Exit code 0 on success, 2 if DIR cannot be used.
+fpac_async/wire/auth.py. Exit code 0 on success, 2 if DIR cannot be used.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -18,7 +17,7 @@ from typing import Sequence
 import zmq.auth
 
 from fpac_async.cli_parser import FpacParser
-from fpac_async.auth import LEARNER, PUBLIC_DIR, SECRET_DIR, AuthError
+from fpac_async.wire.auth import LEARNER, PUBLIC_DIR, SECRET_DIR, AuthError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -32,7 +32,7 @@ import time
 from typing import Any, TextIO
 
 from actors.supervisor import Supervisor
-from fpac_async.auth import DEFAULT_ACTOR_KEY, export_client_keys
+from fpac_async.wire.auth import DEFAULT_ACTOR_KEY, export_client_keys
 from fpac_async.config import RunConfig
 from learner.progress import Progress
 from learner.service import LearnerService

@@ -2,7 +2,7 @@
 
 The first half of the SAC-from-pretrained-feature-points baseline (paper section V, Fig. 2:
 "a self-supervised feature points encoder from 10k images collected using a random policy",
-trained "similarly to [11] by minimizing the reconstruction loss"); fpac_async/pretrained_points.py
+trained "similarly to [11] by minimizing the reconstruction loss"); fpac_async/agent/pretrained_points.py
 has the model. Then train SAC on its frozen points with the same task flags:
 
     fpac-pretrain --task cartpole_swingup --out runs/pre/cartpole.pt
@@ -28,7 +28,7 @@ import torch
 from fpac_async.cli_parser import FpacParser
 from fpac_async.cli_args import add_config_args, run_config
 from fpac_async.config import ConfigError, EnvConfig, resolve
-from fpac_async.pretrained_points import PointAutoencoder, save_pretrained
+from fpac_async.agent.pretrained_points import PointAutoencoder, save_pretrained
 
 log = logging.getLogger("fpac.pretrain")
 CONFIG_FLAGS = {f for f in EnvConfig.__dataclass_fields__} | {

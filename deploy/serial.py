@@ -3,7 +3,7 @@ ONE process, stepped in turn, with no sockets (sample-factory's "serial mode").
 
 It does what the actor and learner processes do, in the same order and with the same objects:
 - the env is `actors.envs.make_vec_env`; acting goes through `actors.policy.ActorPolicy` holding
-  the EXPORTED TorchScript policy (`fpac_async.export`), so the export path and the actor's
+  the EXPORTED TorchScript policy (`fpac_async.agent.export`), so the export path and the actor's
   feature-point cache are exercised exactly as in a real run;
 - records go into `learner.replay.Replay` one per step, as the actors' `steps` stream does:
   (frame, action that led to it (zeros at FIRST), reward, flags, policy version);
@@ -38,8 +38,8 @@ from actors.evaluator import EVAL_SEED_OFFSET, Evaluator
 from actors.policy import ActorPolicy
 from fpac_async.cli_args import add_config_args, config_from_args
 from fpac_async.config import EnvConfig, RunConfig, resolve, with_task_defaults
-from fpac_async.export import export_policy, script_to_bytes
-from fpac_async.sac import SAC
+from fpac_async.agent.export import export_policy, script_to_bytes
+from fpac_async.agent.sac import SAC
 from learner.broadcaster import policy_weights
 from learner.replay import Replay
 from learner.trainer import Trainer

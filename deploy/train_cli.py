@@ -25,15 +25,16 @@ import dataclasses
 import datetime
 import logging
 import os
+import signal
 import sys
-from fpac_async.cli_parser import FpacParser
 from typing import Sequence
 
 import torch
 
 from fpac_async.cli_args import add_config_args, explicit_dests, run_config
+from fpac_async.cli_parser import FpacParser
 from fpac_async.config import ConfigError, RunConfig, config_json, resolve
-from fpac_async.pretrained_points import check_pretrained
+from fpac_async.agent.pretrained_points import check_pretrained
 from learner.exposure import exposure_warning
 from learner.run_dir import finished, made_by_us, remove_if_unstarted
 
@@ -92,7 +93,7 @@ def make_config(args: argparse.Namespace, argv: Sequence[str],
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%SZ")
         cfg = dataclasses.replace(cfg, run_dir=os.path.join("runs", f"{cfg.env.task}-{stamp}"))
     if not cfg.learner.bind:
-        from fpac_async.transport import free_port_pair  # noqa: PLC0415
+        from fpac_async.wire.transport import free_port_pair  # noqa: PLC0415
         bind = f"tcp://127.0.0.1:{free_port_pair()}"
         cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, bind=bind))
     return resolve(cfg)
@@ -125,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = 128 + signal.SIGINT
     if code == 2:
         removed = fresh and remove_if_unstarted(cfg.run_dir)
-        print(f"fpac-train: exit code 2: the run could not start (see the error above)"
+        print("fpac-train: exit code 2: the run could not start (see the error above)"
               + (f"; {cfg.run_dir} was not created" if removed else ""), file=sys.stderr,
               flush=True)
     return code
@@ -166,7 +167,7 @@ def _train(args: argparse.Namespace, cfg: RunConfig, warning: str | None) -> int
     log.info("%s run %s: task %s, %d actors, learner on %s at %s, budget %d env steps",
              "resuming" if args.resume else "starting", cfg.run_dir, cfg.env.task, actors,
              "cuda:0" if gpu else "cpu", cfg.learner.bind, cfg.env_steps)
-    from fpac_async.auth import AuthError  # noqa: PLC0415
+    from fpac_async.wire.auth import AuthError  # noqa: PLC0415
     try:
         run = local_run.LocalRun(cfg, actors, resume=bool(args.resume), auth_dir=args.auth,
                                  auth_key=args.auth_key)

@@ -1,6 +1,6 @@
 """Who may talk to the learner, and a count of who was turned away.
 
-With server keys (`--auth DIR`, fpac_async.auth) the guard runs pyzmq's ZAP authenticator
+With server keys (`--auth DIR`, fpac_async.wire.auth) the guard runs pyzmq's ZAP authenticator
 (ThreadAuthenticator: a peer is accepted only if its CURVE public key is a file in DIR/actors).
 It MUST start before the CURVE sockets bind: libzmq accepts every client when no ZAP handler runs.
 
@@ -25,7 +25,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
-from fpac_async.auth import ServerKeys
+from fpac_async.wire.auth import ServerKeys
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ subscriber past its high-water mark misses a message, and the next broadcast rep
 
 The TorchScript policy (code + weights at export time) is exported once and cached for as long as
 the weights layout (the architecture) stays the same; every `policy` message carries the current
-flat weights next to it, which the actor loads into the script (fpac_async.export). A `weights`
+flat weights next to it, which the actor loads into the script (fpac_async.agent.export). A `weights`
 message carries the flat weights alone, with `random = False` (the learner sends no weights
 during the random phase).
 """
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import zmq
 
-from fpac_async.export import PolicyModule, export_policy, flat_weights, script_to_bytes
-from fpac_async.protocol import (Message, eval_message, policy_message, refuse_message,
-                                  stop_message, weights_message)
-from fpac_async.transport import send_message
+from fpac_async.agent.export import PolicyModule, export_policy, flat_weights, script_to_bytes
+from fpac_async.wire.protocol import (Message, eval_message, policy_message, refuse_message,
+                                      stop_message, weights_message)
+from fpac_async.wire.transport import send_message
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ import io
 import json
 import logging
 import os
-import random
 import re
 import tempfile
 from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Union
 
-import numpy as np
 import torch
+
+from learner.checkpoint_state import from_safe, to_safe
 
 log = logging.getLogger(__name__)
 
@@ -51,94 +51,12 @@ _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 _TEMP = re.compile(r"^\.(ckpt-\d+\.pt|latest)\..+$")  # mkstemp names of _atomic_write
 PAUSE_ENV = "FPAC_TEST_CHECKPOINT_PAUSE"
 _saves = 0  # checkpoints saved by this process (for the test hook)
-_NDARRAY = "__ndarray__"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
-# ---------------------------------------------------------------------------- RNG state
-def capture_rng() -> Dict[str, Any]:
-    """torch (CPU and every CUDA device), numpy global and python `random` generator states."""
-    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: Dict[str, Any]) -> None:
-    """Restore what capture_rng saved; accepts the rng dict or a whole checkpoint holding one."""
-    rng = state["rng"] if "rng" in state else state
-    torch.set_rng_state(rng["torch"].cpu())
-    np_state = rng["numpy"]
-    np.random.set_state(tuple(np_state) if isinstance(np_state, list) else np_state)
-    py = rng["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
-
-
-# ------------------------------------------------------------- weights-only-safe encoding
-def _to_safe(obj: Any) -> Any:
-    """Replace numpy arrays/scalars (which weights_only loading refuses) by safe types."""
-    if isinstance(obj, np.ndarray):
-        flat = np.ascontiguousarray(obj).reshape(-1)
-        return {_NDARRAY: torch.from_numpy(flat.view(np.uint8)), "dtype": flat.dtype.str,
-                "shape": list(obj.shape)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: _to_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_safe(v) for v in obj)
-    return obj
-
-
-def _from_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        if _NDARRAY in obj:
-            raw = obj[_NDARRAY].numpy()
-            return raw.view(np.dtype(obj["dtype"])).reshape(obj["shape"])
-        return {k: _from_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_from_safe(v) for v in obj)
-    return obj
-
-
-def state_digest(obj: Any) -> str:
-    """SHA-256 of a nested state (dicts by sorted key, lists, numpy arrays by dtype, shape and
-    bytes, tensors as arrays, scalars by repr): two states are equal iff (barring collisions)
-    their digests are. The learner logs its replay's at resume at DEBUG level (tests compare it)."""
-    sha = hashlib.sha256()
-
-    def walk(o: Any) -> None:
-        if isinstance(o, torch.Tensor):
-            o = o.detach().cpu().numpy()
-        if isinstance(o, np.ndarray):
-            a = np.ascontiguousarray(o)
-            sha.update(f"nd{a.dtype.str}{a.shape}".encode())
-            sha.update(a.view(np.uint8).reshape(-1).data if a.size else b"")
-        elif isinstance(o, dict):
-            sha.update(b"{")
-            for k in sorted(o, key=repr):
-                sha.update(repr(k).encode())
-                walk(o[k])
-            sha.update(b"}")
-        elif isinstance(o, (list, tuple)):
-            sha.update(b"[")
-            for v in o:
-                walk(v)
-            sha.update(b"]")
-        else:
-            sha.update(repr(o).encode())
-
-    walk(obj)
-    return sha.hexdigest()
-
-
-# --------------------------------------------------------------------------------- save
 class _HashingWriter:
     """File wrapper that hashes and counts everything torch.save writes through it."""
 
@@ -208,7 +126,7 @@ def save_checkpoint(run_dir: str, state: Dict[str, Any], keep: int = 2) -> str:
     previous = _read_latest(directory)
     name = f"ckpt-{int(state['counters']['updates'])}.pt"
     path = os.path.join(directory, name)
-    payload = _to_safe({**state, "format_version": FORMAT_VERSION})
+    payload = to_safe({**state, "format_version": FORMAT_VERSION})
 
     def write_payload(f: BinaryIO) -> None:
         f.write(b"\0" * HEADER_BYTES)  # placeholder until the payload's hash is known
@@ -321,7 +239,7 @@ def load_checkpoint(path_or_run_dir: str,
     if state["format_version"] != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format_version {state['format_version']}; "
                               f"this code reads format_version {FORMAT_VERSION}")
-    state = _from_safe(state)
+    state = from_safe(state)
     state["path"] = path
     return state
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from fpac_async.cli_args import add_config_args, run_config
 from fpac_async.config import ConfigError, RunConfig, config_json, resolve
-from fpac_async.pretrained_points import check_pretrained
+from fpac_async.agent.pretrained_points import check_pretrained
 from learner.exposure import exposure_warning
 from learner.run_dir import finished, made_by_us, remove_if_unstarted
 from learner.service import LearnerService

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from fpac_async.transport import learner_endpoints
+from fpac_async.wire.transport import learner_endpoints
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 

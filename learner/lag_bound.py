@@ -29,7 +29,7 @@ from collections import Counter
 
 import numpy as np
 
-from fpac_async.protocol_schema import ProtocolError
+from fpac_async.wire.schema import ProtocolError
 
 KEEP_VERSIONS = 100_000  # versions whose broadcast update is kept; older ones count as stale
 NO_LIMIT = 1 << 62

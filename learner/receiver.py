@@ -13,10 +13,9 @@ data socket (the actors are held, blocked in send, while the learner finishes it
 and the final evaluation) until `draining` is set at the end of the run: then it reads and drops
 `steps` (the counters stay frozen at the budget) so that held actors unblock and see `stop`.
 
-The control socket (evaluators' hello, heartbeat and eval_result) is read ALWAYS, throttled or
-not, and its messages are queued for the main thread (`control`), which owns the evaluation
-schedule. A hello whose settings disagree with the run's (fpac_async.settings) is rejected
-(reason 'config') and queued in `refusals` for the main thread to answer with a `refuse`.
+The control socket (evaluators' hello, heartbeat, eval_result) is read ALWAYS and its messages
+queued (`control`) for the main thread (learner/eval_control.py). A hello whose settings differ
+from the run's (fpac_async.settings) is rejected ('config') and queued in `refusals`.
 """
 from __future__ import annotations
 
@@ -30,14 +29,15 @@ from typing import Any, Callable
 import numpy as np
 import zmq
 
-from fpac_async.protocol import (ACTOR, EVAL_RESULT, EVALUATOR, FIRST, HEARTBEAT, HELLO, STATS,
-                                 STEPS, TERMINAL, TRUNCATED, Message, ProtocolError, ShapeError,
-                                 decode)
+from fpac_async.wire.protocol import (ACTOR, EVAL_RESULT, EVALUATOR, FIRST, HEARTBEAT, HELLO, STATS,
+                                      STEPS, TERMINAL, TRUNCATED, Message, ProtocolError,
+                                      ShapeError, decode)
 from fpac_async.settings import mismatches
-from fpac_async.transport import CONTROL_MAX_BYTES, RejectCounter
+from fpac_async.wire.transport import CONTROL_MAX_BYTES, RejectCounter
 from learner.lag_bound import LagBound, LagStats
 from learner.stream_ledger import StreamLedger
-from learner.task_shapes import DOMAIN_DIMS, TaskShapes, task_shapes  # noqa: F401 (re-exported)
+from learner.refusals import SettingsMismatchError, TaskMismatchError, UnknownActorError
+from learner.task_shapes import TaskShapes
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +45,9 @@ ACTOR_WINDOW_S = 10.0  # an actor counts as present if it sent anything in the l
 IDLE_SLEEP_S = 0.002  # backpressure: how long to wait before re-checking admission
 
 
-class TaskMismatchError(ProtocolError):
-    """A well-formed message from an actor running another task."""
-
-    reason = "task"
-
-
-class UnknownActorError(ProtocolError):
-    """Steps from an actor whose hello this learner has not accepted (e.g. one that was talking
-    to an earlier learner on this port): it is asked to say hello."""
-
-    reason = "unknown_actor"
-
-
-class SettingsMismatchError(ProtocolError):
-    """A hello from an actor or evaluator started with other settings than this run's."""
-
-    reason = "config"
-
-
 @dataclass
 class Window:
     """What arrived since the last metrics row (taken and reset by the main thread)."""
-
     lag_sum: int = 0  # in versions
     lag_count: int = 0
     lag_updates: LagStats = field(default_factory=LagStats)  # in updates

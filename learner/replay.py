@@ -32,8 +32,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from fpac_async.batch import Batch
-from fpac_async.protocol import FIRST, TERMINAL, TRUNCATED
+from fpac_async.agent.batch import Batch
+from fpac_async.wire.protocol import FIRST, TERMINAL, TRUNCATED
 from learner.replay_index import ReplayIndex
 
 _REJECTION_ROUNDS = 4
@@ -53,7 +53,7 @@ def _size(nbytes: int) -> str:
 
 
 class Replay:
-    """Ring buffer of stream records; `sample` returns `fpac_async.batch.Batch` on `device`."""
+    """Ring buffer of stream records; `sample` returns `fpac_async.agent.batch.Batch` on `device`."""
 
     def __init__(self, capacity: int, frame_shape: tuple[int, int, int], action_dim: int,
                  frame_stack: int = 2, state_dim: int = 0, device: str | torch.device = "cpu",

@@ -5,7 +5,7 @@ class's `run`) owns the PUB socket, the SAC and everything on disk. See docs/INT
 "The service", for the message flow, counters and replay-ratio rule.
 
 Shapes: the frame shape comes from the config (image size) and the action and state dims from a
-static per-domain table (learner.receiver.DOMAIN_DIMS), so the SAC and the policy exist before
+static per-domain table (learner.task_shapes.DOMAIN_DIMS), so the SAC and the policy exist before
 any actor connects and a hello can be answered at once; hellos and steps that disagree with them
 are rejected (counted), never trusted.
 
@@ -29,26 +29,26 @@ import numpy as np
 import torch
 import zmq
 
-from fpac_async.auth import load_server_keys
-from fpac_async.config import ConfigError, RunConfig, resolve, save_config, to_dict
-from fpac_async.export import export_policy
-from fpac_async.protocol import EVAL_RESULT, HEARTBEAT, HELLO
-from fpac_async.sac import SAC
+from fpac_async.wire.auth import load_server_keys
+from fpac_async.config import ConfigError, RunConfig, resolve, save_config
+from fpac_async.agent.sac import SAC
 from fpac_async.settings import run_settings
-from fpac_async.speed import apply_tf32, resolve_speed
-from fpac_async.transport import DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, learner_sockets
+from fpac_async.agent.speed import apply_tf32, resolve_speed
+from fpac_async.wire.transport import DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, learner_sockets
 from learner.auth_guard import AuthGuard
 from learner.broadcaster import Broadcaster
-from learner.checkpoint import (CheckpointError, capture_rng, check_compatible, load_checkpoint,
-                                restore_rng, save_checkpoint, state_digest,
-                                unfinished_writes)
+from learner.checkpoint import CheckpointError
+from learner.eval_control import serve_evaluators
 from learner.evaluation import EvalRecord, EvalSchedule
 from learner.lag_bound import NO_LIMIT, LagBound
 from learner.metrics import MetricsLogger, RateMeter
 from learner.progress import Progress
-from learner.receiver import Receiver, task_shapes
+from learner.receiver import Receiver
 from learner.replay import Replay
+from learner.run_end import FinalEvaluation, release_actors
+from learner.run_state import open_checkpoint, restore, snapshot, write_checkpoint
 from learner.runtime import choose_device, install_stop_signals, restore_signals
+from learner.task_shapes import task_shapes
 from learner.trainer import Trainer
 from learner.waiting import WaitingNotice
 
@@ -109,19 +109,7 @@ class LearnerService:
     def _setup(self) -> None:
         cfg = self.cfg = resolve(self.cfg)
         self.device = choose_device(cfg.learner.gpus)
-        run_dir = cfg.run_dir
-        ckpt = None
-        unfinished = unfinished_writes(os.path.join(run_dir, "checkpoints"))
-        if unfinished:
-            log.warning("ignoring %d unfinished checkpoint write(s) in %s (a learner stopped while "
-                        "writing them; the next checkpoint deletes them): %s", len(unfinished),
-                        os.path.join(run_dir, "checkpoints"), ", ".join(unfinished))
-        if self.resume:
-            ckpt = load_checkpoint(run_dir)
-            check_compatible(ckpt["config"], to_dict(cfg))
-        elif os.path.exists(os.path.join(run_dir, "checkpoints", "latest")):
-            raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue "
-                              f"that run, or choose another --run-dir")
+        ckpt = open_checkpoint(cfg, self.resume)
         # Bind before writing anything: an address in use must not touch the run directory.
         keys = None if self.auth_dir is None else load_server_keys(self.auth_dir)  # AuthError
         self._ctx = zmq.Context()
@@ -153,28 +141,7 @@ class LearnerService:
                              batch_size=cfg.agent.batch_size, pixels=pixels)
         self.trainer = Trainer(self.sac, self.replay, cfg.agent, cfg.replay,
                                cfg.agent.batch_size, self.device)
-        counters = {"agent_steps": 0, "episodes": 0, "policy_version": 0, "updates": 0}
-        if ckpt is not None:
-            self.sac.load_state_dict(ckpt["sac"])
-            counters = ckpt["counters"]
-            self.trainer.load_state_dict({"updates": counters["updates"],
-                                          "ratio_offset": counters.get("ratio_offset", 0)})
-            if ckpt.get("replay") is not None:
-                self.replay.load_state_dict(ckpt["replay"])
-                log.info("replay restored: %d records", len(self.replay))
-                if log.isEnabledFor(logging.DEBUG):  # hashes the whole replay: only when asked
-                    log.debug("replay state digest %s", state_digest(self.replay.state_dict()))
-            elif int(counters["agent_steps"]) > 0:
-                # No saved replay: refill it before updating again (with the current policy, or
-                # random actions if the run stopped inside its random phase). At most half the
-                # capacity: the last record of each stream is not a transition yet.
-                refill = min(cfg.replay.capacity // 2, max(cfg.agent.batch_size,
-                                                           cfg.replay.initial_random_steps))
-                self.trainer.start_refill(int(counters["agent_steps"]), refill)
-                log.info("resumed without a saved replay: refilling it with %d transitions of "
-                         "the current policy before the next update", refill)
-            restore_rng(ckpt)
-            log.info("resumed from %s: %s", ckpt["path"], counters)
+        counters = restore(ckpt, cfg, self.sac, self.trainer, self.replay)
         log.info("%s", self.replay.describe())
         log.info("device %s, task %s, frames %s, action dim %d, encoder %s, %s", self.device,
                  cfg.env.task, shapes.frame_shape, shapes.action_dim, cfg.agent.encoder,
@@ -204,8 +171,8 @@ class LearnerService:
         self.version_env_steps = {self.version: self.receiver.env_steps}
         # Last: a start-up that fails (an incompatible checkpoint or replay) leaves config.json as
         # it was, so the run can still be resumed with its own config.
-        save_config(cfg, os.path.join(run_dir, "config.json"))
-        self.metrics = MetricsLogger(run_dir, tensorboard=self.tensorboard, console=self.console,
+        save_config(cfg, os.path.join(cfg.run_dir, "config.json"))
+        self.metrics = MetricsLogger(cfg.run_dir, tensorboard=self.tensorboard, console=self.console,
                                      line=Progress.of(cfg).line)  # fpac-train's line (issue 20)
 
     # ------------------------------------------------------------------ main loop
@@ -221,7 +188,8 @@ class LearnerService:
         self.train_return: float | None = None
         window_s = max(10.0, 2 * cfg.learner.log_every_s)
         self.sps, self.ups = RateMeter(window_s), RateMeter(window_s)
-        last_row, deadline, waiting = 0.0, None, WaitingNotice(cfg.learner.bind)
+        last_row, waiting = 0.0, WaitingNotice(cfg.learner.bind)
+        final = FinalEvaluation(self.evaluator, self.final_eval_timeout_s)
         self._republished = 0.0
         while not self._stop_requested.is_set():
             if r.error is not None:
@@ -257,23 +225,14 @@ class LearnerService:
                         trainer.end_refill(r.agent_steps)  # no more steps will come to fill it
                     else:
                         trainer.poll_refill(r.agent_steps)
-            if deadline is None and r.budget_reached.is_set() and (
+            if not final.requested and r.budget_reached.is_set() and (
                     trainer.owed(r.agent_steps) == 0 or self.replay.num_valid < 1):
                 if trainer.updates != self.broadcast_at:
                     self._broadcast()  # the final evaluation runs the final weights
-                self.evaluator.request_final(r.env_steps, self.version)
-                deadline = time.monotonic() + self.final_eval_timeout_s
+                final.request(r.env_steps, self.version)
                 log.info("reached %d env steps (budget %d): final evaluation", r.env_steps,
                          cfg.env_steps)
-            if deadline is not None and not self.evaluator.final_done:
-                # Evaluations still making progress (heartbeats) are waited for, however long.
-                deadline = max(deadline,
-                               self.evaluator.last_progress + self.final_eval_timeout_s)
-            if deadline is not None and (self.evaluator.final_done or time.monotonic() > deadline):
-                if not self.evaluator.final_done:
-                    log.error("the final evaluation did not complete within %.0f s (evaluators "
-                              "alive: %s): exit code 1", self.final_eval_timeout_s,
-                              self.evaluator.alive() or "none")
+            if final.over():
                 break
             if time.monotonic() - last_row >= cfg.learner.log_every_s:
                 self._log_row()
@@ -286,7 +245,7 @@ class LearnerService:
             log.info("stopped by signal %d after %d env steps; checkpoint written", self.signal,
                      r.env_steps)
             return 128 + self.signal
-        self._release_actors()
+        release_actors(r, self.broadcaster, self.version)
         log.info("run finished: %d env steps, %d updates", r.env_steps, trainer.updates)
         return 0 if self.evaluator.final_done else 1
 
@@ -301,20 +260,6 @@ class LearnerService:
         return min(credit, max(1, min(MAX_CHUNK_UPDATES, budget, self.weights_every - (
             u - self.broadcast_at), lc.checkpoint_every - (u - self.ckpt_at))))
 
-    def _release_actors(self) -> None:
-        """Publish `stop` while the receiver drains the data socket: actors held since the
-        budget unblock, read it and exit. At least 0.3 s, until no actor sent for 0.3 s (at most
-        3 s); PUB is lossy and stop is idempotent."""
-        assert self.receiver is not None
-        self.receiver.draining.set()
-        start = time.monotonic()
-        while True:
-            self.broadcaster.publish_stop(self.version)
-            time.sleep(0.05)
-            waited = time.monotonic() - start
-            if waited > 3.0 or (waited >= 0.3 and not self.receiver.actors(0.3)):
-                return
-
     def _broadcast(self) -> None:
         self.version += 1
         assert self.receiver is not None
@@ -327,34 +272,10 @@ class LearnerService:
         self.broadcast_at = self.trainer.updates
 
     def _evaluate(self) -> None:
-        """Feed the evaluators' control messages to the schedule, answer refused hellos, and
-        publish whatever evaluation request is due."""
-        r = self.receiver
-        assert r is not None
-        while not r.refusals.empty():
-            target, role, reason = r.refusals.get_nowait()
-            log.error("refused: %s", reason)  # the reason names the sender
-            self.broadcaster.publish_refuse(self.version, target, role, reason)
-        while not r.control.empty():
-            msg = r.control.get_nowait()
-            if msg.kind == HELLO:
-                self.evaluator.on_heartbeat(msg.actor)
-                r.hello_pending.set()  # a new evaluator needs the policy
-            elif msg.kind == HEARTBEAT:
-                self.evaluator.on_heartbeat(msg.actor, msg.meta["busy"], msg.meta.get("eval_id"),
-                                            msg.meta.get("episodes_done", 0))
-            elif msg.kind == EVAL_RESULT:
-                record = self.evaluator.on_result(
-                    msg.actor, msg.meta["eval_id"], msg.meta["returns"], msg.meta["lengths"],
-                    msg.version, self.version_env_steps.get, msg.meta.get("wall_s"))
-                if record is not None:
-                    self._record_eval(record)
-        request = self.evaluator.poll(r.env_steps, self.version)
-        if request is not None:
-            log.info("evaluation %d: %d episodes of version %d on evaluator %d", request.eval_id,
-                     request.episodes, request.version, request.target)
-            self.broadcaster.publish_eval(request.version, request.eval_id, request.episodes,
-                                          request.target)
+        assert self.receiver is not None
+        for record in serve_evaluators(self.receiver, self.evaluator, self.broadcaster,
+                                       self.version, self.version_env_steps.get):
+            self._record_eval(record)
 
     def _record_eval(self, record: EvalRecord) -> None:
         """One line per evaluation in evals.jsonl, and a metrics row marked with its env steps."""
@@ -383,15 +304,8 @@ class LearnerService:
     def _checkpoint(self) -> None:
         assert self.receiver is not None
         with self.receiver.snapshot_lock:  # counters and replay from the same instant
-            state: dict[str, Any] = {"config": to_dict(self.cfg), "sac": self.sac.state_dict(),
-                                     "counters": self.counters(), "rng": capture_rng()}
-            if self.cfg.learner.save_replay:
-                state["replay"] = self.replay.state_dict()
-        path = save_checkpoint(self.cfg.run_dir, state)
-        policy_path = os.path.join(self.cfg.run_dir, "policy.pt")
-        tmp = policy_path + ".tmp"
-        torch.jit.save(export_policy(self.sac), tmp)
-        os.replace(tmp, policy_path)  # atomic: a reader never sees half a policy
+            state = snapshot(self.cfg, self.sac, self.replay, self.counters())
+        path = write_checkpoint(self.cfg, self.sac, state)
         self.ckpt_at = self.trainer.updates
         log.info("checkpoint %s (+ policy.pt)", path)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fpac_async.config import RunConfig, task_spec
-from fpac_async.keypoints import keypoint_state_dim
+from fpac_async.agent.keypoints import keypoint_state_dim
 
 # (action_dim, state_dim) per domain, so the learner knows its shapes without building an env
 # (dm_control is not needed on the learner host). Measured from dm_control 1.0.50 action and

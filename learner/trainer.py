@@ -15,7 +15,7 @@ two staging buffers, each with its own copy-done event, so gathering batch i+1 w
 the copy of batch i-1). The compute stream waits for a batch's copy with a device-side
 `wait_event`. (Before, the trainer also host-synchronised on the copy of the batch handed out
 last before each prefetch, which turned the two staging buffers into one.) How the update itself
-runs (eager, torch.compile, CUDA graphs) is SAC's setting (fpac_async.update_modes).
+runs (eager, torch.compile, CUDA graphs) is SAC's setting (fpac_async.agent.update_modes).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Protocol, Union
 import torch
 from torch import Tensor
 
-from fpac_async.batch import Batch
+from fpac_async.agent.batch import Batch
 from fpac_async.config import AgentConfig, ReplayConfig, lr_at
 
 

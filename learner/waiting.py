@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Callable
 
-from fpac_async.transport import learner_endpoints
+from fpac_async.wire.transport import learner_endpoints
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from studies import agents as agents_mod
 from studies.curves import read_curve
-from studies.grid import GridError, GridSpec, Run, expand_tasks, load_spec, merge_spec, \
+from studies.grid import GridError, GridSpec, expand_tasks, load_spec, merge_spec, \
     parse_seeds, save_spec
 from studies.references import load_references
 from studies.runner import GridRunner, default_parallel

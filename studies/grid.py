@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from fpac_async.config import TASKS
+from fpac_async.tasks import TASKS
 from learner.run_dir import final_eval  # one reader of evals.jsonl (issue 20)
 
 GRID_FILE = "grid.json"

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from fpac_async.cli_args import add_config_args, config_from_args
 from fpac_async.config import RunConfig, resolve
-from fpac_async.transport import free_port_pair
+from fpac_async.wire.transport import free_port_pair
 from studies import scaling_report as report
 
 log = logging.getLogger("fpac-scaling")

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Callable
 
-from fpac_async.transport import free_port_pair
+from fpac_async.wire.transport import free_port_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small networks, a short random phase and a low replay ratio: the CPU learner keeps up, so

@@ -11,9 +11,9 @@ from actors.actor_loop import ActorLoop
 from actors.envs import make_vec_env
 from actors.policy import ActorPolicy
 from actors.sender import StreamSender
-from fpac_async import protocol as P
+from fpac_async.wire import protocol as P
 from fpac_async.config import EnvConfig, RunConfig, resolve
-from fpac_async.export import script_from_bytes
+from fpac_async.agent.export import script_from_bytes
 from fpac_async.settings import run_settings
 from test_actor_service import FakeLearner, tiny_policy
 
@@ -382,7 +382,7 @@ def test_an_actor_whose_hello_could_not_be_sent_says_hello_once_connected():
 
     import zmq  # noqa: PLC0415
 
-    from fpac_async.transport import pull_socket  # noqa: PLC0415
+    from fpac_async.wire.transport import pull_socket  # noqa: PLC0415
     learner = FakeLearner(random=True)
     learner.pull.close(linger=0)  # the data port is not there yet
     loop = ActorLoop(5, ENV, learner.endpoint, seed=11, steps_per_message=8,

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import zmq
 
-from fpac_async import protocol as P
+from fpac_async.wire import protocol as P
 from fpac_async.config import AgentConfig
-from fpac_async.export import export_policy, flat_weights, script_to_bytes
-from fpac_async.sac import SAC
-from fpac_async.transport import pub_socket, pull_socket, recv_message, send_message
+from fpac_async.agent.export import export_policy, flat_weights, script_to_bytes
+from fpac_async.agent.sac import SAC
+from fpac_async.wire.transport import pub_socket, pull_socket, recv_message, send_message
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_AGENT = AgentConfig(num_points=4, conv_channels=8, hidden_dim=32, hidden_layers=1)

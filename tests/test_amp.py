@@ -1,4 +1,4 @@
-"""bf16 autocast of the SAC update on the CPU (fpac_async/speed.py, sac.py; issue 21): what stays
+"""bf16 autocast of the SAC update on the CPU (fpac_async/agent/speed.py, sac.py; issue 21): what stays
 float32, the CPU default per hardware, and learning that matches float32 over 100 updates.
 
 The stated tolerance (docs/FIDELITY.md, "arithmetic"): from the same weights, batches and noise,
@@ -14,11 +14,11 @@ import dataclasses
 import pytest
 import torch
 
-from fpac_async import speed as speed_mod
+from fpac_async.agent import speed as speed_mod
 from fpac_async.config import LearnerConfig
-from fpac_async.encoders import FeaturePointEncoder
-from fpac_async.feature_points import separable_feature_points, spatial_softmax_feature_points
-from fpac_async.sac import SAC
+from fpac_async.agent.trunk import FeaturePointEncoder
+from fpac_async.agent.feature_points import separable_feature_points, spatial_softmax_feature_points
+from fpac_async.agent.sac import SAC
 from test_sac import make_batch, tiny_cfg
 
 UPDATES = 100

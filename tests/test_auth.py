@@ -20,13 +20,13 @@ import zmq
 from actors.actor_loop import ActorLoop
 from actors.eval_loop import EvalLoop
 from deploy.keys_cli import create_keys
-from fpac_async import protocol as P
-from fpac_async.auth import (ENV_DIR, ENV_KEY, AuthError, ClientKeys, client_keys_from_env,
-                             export_client_keys, load_client_keys, load_key_file,
-                             load_server_keys)
+from fpac_async.wire import protocol as P
+from fpac_async.wire.auth import (ENV_DIR, ENV_KEY, AuthError, ClientKeys, client_keys_from_env,
+                                  export_client_keys, load_client_keys, load_key_file,
+                                  load_server_keys)
 from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
                                resolve)
-from fpac_async.transport import actor_sockets, free_port_pair
+from fpac_async.wire.transport import actor_sockets, free_port_pair
 from learner.service import LearnerService
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from fpac_async.config import AgentConfig, RunConfig, to_dict
-from fpac_async.sac import SAC
-from fpac_async.batch import Batch
-from learner.checkpoint import (HEADER_BYTES, CheckpointError, capture_rng, check_compatible,
-                                load_checkpoint, restore_rng, save_checkpoint)
+from fpac_async.agent.sac import SAC
+from fpac_async.agent.batch import Batch
+from learner.checkpoint import (HEADER_BYTES, CheckpointError, check_compatible, load_checkpoint,
+                                save_checkpoint)
+from learner.checkpoint_state import capture_rng, restore_rng
 
 H = W = 32
 A = 2
@@ -263,7 +264,7 @@ def test_a_save_that_fails_inside_its_atomic_write_leaves_latest_on_the_previous
 
 
 def test_state_digest_tells_states_apart() -> None:
-    from learner.checkpoint import state_digest
+    from learner.checkpoint_state import state_digest  # noqa: PLC0415
     a = {"frames": np.arange(12, dtype=np.uint8).reshape(3, 4), "rng": {"state": 5}, "n": [1, 2]}
     same = {"n": [1, 2], "rng": {"state": 5}, "frames": np.arange(12, dtype=np.uint8).reshape(3, 4)}
     assert state_digest(a) == state_digest(same)  # key order does not matter

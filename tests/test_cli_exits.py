@@ -21,7 +21,7 @@ import time
 import pytest
 
 from fpac_async.config import RunConfig, EnvConfig, resolve, save_config
-from fpac_async.transport import free_port_pair
+from fpac_async.wire.transport import free_port_pair
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--task", "point_reach", "--gpus", "0"]

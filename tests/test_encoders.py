@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from fpac_async.config import AgentConfig
-from fpac_async.encoders import (conv_output_size, make_encoder, map_cell_centre,
-                                 units_per_pixel)
+from fpac_async.agent.encoders import make_encoder
+from fpac_async.agent.trunk import conv_output_size, map_cell_centre, units_per_pixel
 
 K = 4
 

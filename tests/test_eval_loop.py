@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from actors.eval_loop import EvalLoop
-from fpac_async import protocol as P
+from fpac_async.wire import protocol as P
 from fpac_async.config import EnvConfig, RunConfig, resolve
 from fpac_async.settings import run_settings
 from test_actor_service import FakeLearner

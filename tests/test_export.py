@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fpac_async.config import AgentConfig
-from fpac_async.export import (export_policy, flat_weights, load_flat_weights, policy_module,
-                               script_from_bytes, script_to_bytes)
-from fpac_async.sac import SAC
+from fpac_async.agent.export import (export_policy, flat_weights, load_flat_weights, policy_module,
+                                     script_from_bytes, script_to_bytes)
+from fpac_async.agent.sac import SAC
 
 N, A, H, D = 4, 3, 32, 5
 

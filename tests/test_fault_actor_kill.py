@@ -8,24 +8,31 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
-
-
-BUDGET = 1000  # env steps (point_reach: action repeat 1)
+BUDGET = 3000  # env steps (point_reach: action repeat 1); far beyond the kill at >= 200
 
 
 def test_a_killed_actor_is_restarted_and_the_run_reaches_its_budget(service):
     learner = service.start_learner(["--env-steps", str(BUDGET)])
     actors = service.start_actors(2)
-    service.wait_for(lambda: service.last("env_steps") >= 200 and service.pid_of("actor0"),
-                     "200 env steps and actor 0 running", alive=(learner, actors))
+    service.wait_for(lambda: service.last("env_steps") >= 200 and service.pid_of("actor0")
+                     and service.pid_of("actor1"), "200 env steps and both actors running",
+                     alive=(learner, actors))
     victim, other = service.pid_of("actor0"), service.pid_of("actor1")
-    # Actor 1 is paused until actor 0's successor has said hello, so the run cannot reach its
-    # budget before the restart (on a fast machine the 800 remaining steps take about a second).
+    # Both actors are frozen before the step count is read: a metrics row read while they run
+    # can be a second old, and the budget could be reached before the kill. The count comes
+    # from a row written after the freeze (plus what their queues still held). Actor 1 stays
+    # paused until actor 0's successor has said hello, so the run cannot end before the restart.
     os.kill(other, signal.SIGSTOP)
+    os.kill(victim, signal.SIGSTOP)
+    frozen_at = time.time() + 1.0  # a row from a second later: what was queued is mostly taken
     try:
-        steps_at_kill = service.last("env_steps")
-        os.kill(victim, signal.SIGKILL)
+        service.wait_for(lambda: any(r["time"] > frozen_at for r in service.rows()),
+                         "a metrics row written after the freeze", alive=(learner, actors))
+        steps_at_kill = next(r for r in service.rows() if r["time"] > frozen_at)["env_steps"]
+        assert steps_at_kill < BUDGET, f"the budget was reached before the kill ({steps_at_kill})"
+        os.kill(victim, signal.SIGKILL)  # a stopped process dies at once
         service.wait_for(lambda: (service.pid_of("actor0") or victim) != victim,
                          "the supervisor to restart actor 0", timeout_s=60,
                          alive=(learner, actors))
@@ -33,7 +40,11 @@ def test_a_killed_actor_is_restarted_and_the_run_reaches_its_budget(service):
                          "the learner to hear actor 0's new process", timeout_s=120,
                          alive=(learner, actors))
     finally:
-        os.kill(other, signal.SIGCONT)
+        for pid in (other, victim):  # the victim too, if the test failed before killing it
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
     log = service.text(service.actors_log())
     assert f"actor 0: exited with code -{int(signal.SIGKILL)} after running" in log
     assert "restarting in 1 s (back-off 1 s doubling to 60 s" in log

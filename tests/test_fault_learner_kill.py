@@ -18,7 +18,8 @@ import signal
 
 
 from fault_service import alive
-from learner.checkpoint import load_checkpoint, state_digest, unfinished_writes
+from learner.checkpoint import load_checkpoint, unfinished_writes
+from learner.checkpoint_state import state_digest
 
 BUDGET = 1000
 CKPT_EVERY = 30  # updates

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from fpac_async.feature_points import (listing1_feature_points, separable_feature_points,
-                                       spatial_softmax_feature_points)
+from fpac_async.agent.feature_points import (listing1_feature_points, separable_feature_points,
+                                             spatial_softmax_feature_points)
 
 VARIANTS = [separable_feature_points, spatial_softmax_feature_points]
 

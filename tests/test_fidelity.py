@@ -18,8 +18,10 @@ from dm_control.rl import control  # noqa: E402
 from dm_control.suite import cheetah  # noqa: E402
 
 import actors.envs.dmc as dmc  # noqa: E402
-from fpac_async.config import TASKS, AgentConfig  # noqa: E402
-from fpac_async.encoders import make_encoder, units_per_pixel  # noqa: E402
+from fpac_async.config import AgentConfig  # noqa: E402
+from fpac_async.tasks import TASKS  # noqa: E402
+from fpac_async.agent.encoders import make_encoder  # noqa: E402
+from fpac_async.agent.trunk import units_per_pixel  # noqa: E402
 from test_encoders import probe_encoder  # noqa: E402
 
 

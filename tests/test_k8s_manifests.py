@@ -16,7 +16,7 @@ import yaml
 
 from actors.cli import build_parser as actors_parser
 from deploy.cluster_task import actors_argv, build_parser as task_parser
-from fpac_async.transport import actor_endpoints, learner_endpoints
+from fpac_async.wire.transport import actor_endpoints, learner_endpoints
 from learner.cli import build_parser as learner_parser
 
 K8S = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "k8s")
@@ -186,7 +186,7 @@ def test_the_with_auth_overlay_gives_each_pod_the_keys_auth_reads(tmp_path):
     with the learner's and the actors' key loaders: the actor key the learner accepts is the one
     the actors hold. Catches a wrong item path, a missing key or a flag the CLIs lack."""
     from deploy.keys_cli import create_keys  # noqa: PLC0415
-    from fpac_async.auth import load_client_keys, load_server_keys  # noqa: PLC0415
+    from fpac_async.wire.auth import load_client_keys, load_server_keys  # noqa: PLC0415
     kust, docs = with_auth()
     for key in ("Job/fpac-learner", "Job/fpac-actors"):
         kubernetes_validate.validate(docs[key], K8S_VERSIONS[-1], strict=True)
@@ -216,7 +216,7 @@ def test_the_with_auth_overlay_gives_each_pod_the_keys_auth_reads(tmp_path):
     client = load_client_keys(str(actor_pod), flag(aargs, "--auth-key"))
     actors_parser().parse_args(aargs)  # SystemExit on a flag fpac-actors lacks
     assert client.server == server.public  # the actors talk to this learner
-    from fpac_async.auth import load_key_file  # noqa: PLC0415
+    from fpac_async.wire.auth import load_key_file  # noqa: PLC0415
     accepted = [load_key_file(os.path.join(server.allowed_dir, f), secret=False)[0]
                 for f in os.listdir(server.allowed_dir)]
     assert accepted == [client.public]  # and the learner accepts exactly their key

@@ -1,4 +1,4 @@
-"""Handcrafted keypoints (the SAC-keypoints baseline, fpac_async/keypoints.py, docs/BASELINES.md).
+"""Handcrafted keypoints (the SAC-keypoints baseline, fpac_async/agent/keypoints.py, docs/BASELINES.md).
 
 - The camera matrix computed from the physics is dm_control's Camera(...).matrix (fixed camera
   and cheetah's tracking camera), without any renderer.
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from actors.envs import make_vec_env
-from fpac_async import keypoints as K
+from fpac_async.agent import keypoints as K
 from fpac_async.config import ConfigError, EnvConfig, RunConfig, AgentConfig, resolve
 from fpac_async.settings import mismatches, run_settings
 
@@ -167,7 +167,7 @@ def test_config_refuses_keypoints_without_the_state_encoder_or_on_envpool():
 
 @pytest.mark.parametrize("task", ["point_reach", "cartpole_swingup", "cheetah_run"])
 def test_the_learner_expects_the_keypoint_state_the_env_sends(task):
-    from learner.receiver import task_shapes  # noqa: PLC0415
+    from learner.task_shapes import task_shapes  # noqa: PLC0415
     cfg = resolve(RunConfig(agent=AgentConfig(encoder="state"),
                             env=EnvConfig(task=task, state_source="keypoints")))
     env = make_vec_env(cfg.env, seed=0, num_envs=1, render=False)

@@ -18,7 +18,7 @@ import zmq
 from actors.actor_loop import ActorLoop
 from actors.envs import make_vec_env
 from fpac_async.config import EnvConfig, RunConfig, resolve
-from fpac_async.transport import DATA_SOCKET_BUFFER, free_port_pair
+from fpac_async.wire.transport import DATA_SOCKET_BUFFER, free_port_pair
 from learner.service import LearnerService
 from test_learner_service import INITIAL, FakeActor, rows, start, tiny_config
 

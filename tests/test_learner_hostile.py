@@ -16,12 +16,12 @@ import pytest
 import torch
 import zmq
 
-from fpac_async.transport import free_port_pair
-from fpac_async import protocol as P
+from fpac_async.wire.transport import free_port_pair
+from fpac_async.wire import protocol as P
 from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
                                resolve)
 from fpac_async.settings import run_settings
-from fpac_async.transport import actor_endpoints, actor_sockets
+from fpac_async.wire.transport import actor_endpoints, actor_sockets
 from learner.service import LearnerService
 
 LOOPBACK = "127.0.0.1"

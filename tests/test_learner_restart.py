@@ -14,7 +14,7 @@ import torch
 from actors.actor_loop import ActorLoop
 from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
                                resolve)
-from fpac_async.transport import free_port_pair
+from fpac_async.wire.transport import free_port_pair
 from learner.service import LearnerService
 from test_learner_service import start
 
@@ -87,10 +87,10 @@ def test_actor_says_hello_to_a_new_learner_and_is_refused_by_one_with_other_sett
 
 
 def test_steps_without_a_hello_are_refused(tmp_path):
-    from fpac_async import protocol as P
+    from fpac_async.wire import protocol as P
     import numpy as np
     import zmq
-    from fpac_async.transport import actor_sockets
+    from fpac_async.wire.transport import actor_sockets
 
     port = free_port_pair()
     service = LearnerService(dataclasses.replace(config(str(tmp_path / "r"), port)),

@@ -1,6 +1,6 @@
 """The learner service end to end over REAL ZeroMQ sockets on loopback, on the CPU, tiny settings.
 
-A scripted fake actor (PUSH + SUB, fpac_async.protocol) says hello, gets the TorchScript policy,
+A scripted fake actor (PUSH + SUB, fpac_async.wire.protocol) says hello, gets the TorchScript policy,
 streams point_reach-shaped records with FIRST/TRUNCATED boundaries, follows weight broadcasts,
 answers evaluation requests on the control socket as an evaluator would, and stops when told.
 Then a second learner resumes the run.
@@ -25,16 +25,16 @@ import pytest
 import torch
 import zmq
 
-from fpac_async.transport import free_port_pair
-from fpac_async import protocol as P
+from fpac_async.wire.transport import free_port_pair
+from fpac_async.wire import protocol as P
 from fpac_async.config import (AgentConfig, EnvConfig, LearnerConfig, ReplayConfig, RunConfig,
                                load_config, resolve, save_config)
-from fpac_async.export import load_flat_weights
+from fpac_async.agent.export import load_flat_weights
 from fpac_async.settings import run_settings
-from fpac_async.transport import actor_endpoints, actor_sockets, push_socket
+from fpac_async.wire.transport import actor_endpoints, actor_sockets, push_socket
 from learner import cli
 from learner.checkpoint import load_checkpoint
-from fpac_async.protocol import STOP
+from fpac_async.wire.protocol import STOP
 from learner.metrics import REQUIRED_FIELDS
 from learner.service import LearnerService
 
@@ -246,7 +246,7 @@ def test_run_then_resume(tmp_path, ctx: zmq.Context, monkeypatch, caplog) -> Non
     assert len(saved_replay["frames"]) == last["replay_size"] >= 200
     port = free_port_pair()
     hashed: list = []  # at INFO the resume does not hash the whole replay (only at DEBUG)
-    monkeypatch.setattr("learner.service.state_digest", lambda state: hashed.append(1) or "")
+    monkeypatch.setattr("learner.run_state.state_digest", lambda state: hashed.append(1) or "")
     caplog.set_level(logging.INFO)
     resumed = LearnerService(tiny_config(run_dir, port, env_steps=300), resume=True,
                              tensorboard=False, console=False, final_eval_timeout_s=10)

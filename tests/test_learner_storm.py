@@ -16,10 +16,10 @@ import time
 
 import zmq
 
-from fpac_async import protocol as P
+from fpac_async.wire import protocol as P
 from fpac_async.config import resolve
 from fpac_async.settings import run_settings
-from fpac_async.transport import HANDSHAKE_IVL_MS, actor_sockets, free_port_pair
+from fpac_async.wire.transport import HANDSHAKE_IVL_MS, actor_sockets, free_port_pair
 from learner.cli import build_parser, make_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,5 +1,5 @@
 """The benchmark's plain loop (bench/plain_sac.py) trains the SAME networks with the same settings
-as fpac_async.sac.SAC (so bench_learner's comparison is of the implementation alone): from one
+as fpac_async.agent.sac.SAC (so bench_learner's comparison is of the implementation alone): from one
 seed and the same batches, both reach the same parameters."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from bench.plain_sac import PlainSAC
 from fpac_async.config import AgentConfig
-from fpac_async.sac import SAC
+from fpac_async.agent.sac import SAC
 from test_update_modes import A, H, make_batch, state
 
 

@@ -12,8 +12,8 @@ from actors.envs.point_reach import BACKGROUND, DOT_COLOUR, TARGET_COLOUR
 from deploy.feature_point_gif import _PALETTE, draw_points, record_episode_gif
 from deploy.plots import plot_learning_curve, read_metrics
 from fpac_async.config import AgentConfig, EnvConfig, RunConfig, resolve
-from fpac_async.export import export_policy, script_to_bytes
-from fpac_async.sac import SAC
+from fpac_async.agent.export import export_policy, script_to_bytes
+from fpac_async.agent.sac import SAC
 from run_artefacts import curve_series_pixels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

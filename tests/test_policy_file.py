@@ -9,8 +9,8 @@ import sys
 import torch
 
 from fpac_async.config import AgentConfig
-from fpac_async.export import export_policy
-from fpac_async.sac import SAC
+from fpac_async.agent.export import export_policy
+from fpac_async.agent.sac import SAC
 
 SNIPPET = """
 import sys, torch

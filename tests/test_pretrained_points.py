@@ -1,4 +1,4 @@
-"""Pretrained feature points (the SAC-pretrained baseline, fpac_async/pretrained_points.py,
+"""Pretrained feature points (the SAC-pretrained baseline, fpac_async/agent/pretrained_points.py,
 deploy/pretrain_points.py, docs/BASELINES.md).
 
 - Gaussian maps put their peak at the point (x along the width).
@@ -20,13 +20,13 @@ import pytest
 import torch
 
 from deploy.pretrain_points import collect_frames, main as pretrain_main, train_autoencoder
-from fpac_async.batch import Batch
+from fpac_async.agent.batch import Batch
 from fpac_async.config import AgentConfig, ConfigError, EnvConfig, RunConfig, resolve
-from fpac_async.export import PolicyModule
-from fpac_async.pretrained_points import (PointAutoencoder, PretrainedPointsError,
-                                          check_pretrained, gaussian_maps, load_pretrained,
-                                          save_pretrained)
-from fpac_async.sac import SAC
+from fpac_async.agent.export import PolicyModule
+from fpac_async.agent.pretrained_points import (PointAutoencoder, PretrainedPointsError,
+                                                check_pretrained, gaussian_maps, load_pretrained,
+                                                save_pretrained)
+from fpac_async.agent.sac import SAC
 from learner.cli import main as learner_main
 
 AGENT = AgentConfig(num_points=8, conv_channels=8, hidden_dim=32, hidden_layers=1, batch_size=16,

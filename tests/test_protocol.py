@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.bench_fuzz import outcome as fuzz_outcome
-from fpac_async import protocol as P
+from fpac_async.wire import protocol as P
 
 T, H, W, A, D = 3, 8, 6, 2, 5
 LAYOUT = [["w", [2, 3]], ["b", [3]], ["log_alpha", []]]  # 6 + 3 + 1 = 10 weights
@@ -267,7 +267,7 @@ def test_fuzz_mutations_raise_only_protocol_errors() -> None:
 
 
 def test_stop_and_weights_random_round_trip():
-    from fpac_async import protocol as P
+    from fpac_async.wire import protocol as P
     m = P.decode(P.encode(P.stop_message(3, 7, "budget reached")))
     assert (m.kind, m.seq, m.version, m.meta) == (P.STOP, 3, 7, {"reason": "budget reached"})
     w = P.weights_message(1, 2, np.zeros(3, np.float32), [["a", [3]]], random=True)

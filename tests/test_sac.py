@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from fpac_async.batch import Batch
+from fpac_async.agent.batch import Batch
 from fpac_async.config import AgentConfig
-from fpac_async.sac import SAC
+from fpac_async.agent.sac import SAC
 
 B, A, H, D = 8, 2, 32, 5
 
@@ -357,7 +357,7 @@ def test_mlp_init_authors_is_pytorch_default_with_a_small_last_layer() -> None:
     import math as _math
 
     from fpac_async.config import AgentConfig as _Cfg
-    from fpac_async.sac import SAC as _SAC
+    from fpac_async.agent.sac import SAC as _SAC
 
     torch.manual_seed(0)
     assert _Cfg().mlp_init == "authors" and _Cfg().hidden_layers == 3  # the authors' MLPs

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import zmq
 
-from fpac_async import protocol as P
-from fpac_async.transport import free_port_pair, pull_socket, push_socket
+from fpac_async.wire import protocol as P
+from fpac_async.wire.transport import free_port_pair, pull_socket, push_socket
 from learner.progress import Progress
 from learner.receiver import Receiver, TaskShapes
 

@@ -1,4 +1,4 @@
-"""Speed settings (fpac_async/speed.py): 'auto' per device, CUDA-only options refused on the CPU
+"""Speed settings (fpac_async/agent/speed.py): 'auto' per device, CUDA-only options refused on the CPU
 with a clear error, bad choices refused by config.resolve."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from fpac_async.config import ConfigError, LearnerConfig, RunConfig, resolve
-from fpac_async.speed import CPU_DEFAULTS, CUDA_DEFAULTS, resolve_speed
+from fpac_async.agent.speed import CPU_DEFAULTS, CUDA_DEFAULTS, resolve_speed
 
 
 def test_auto_takes_each_devices_defaults() -> None:

@@ -19,11 +19,11 @@ from actors.actor_loop import ActorLoop
 from actors.envs import FIRST, TERMINAL, TRUNCATED, VecEnv, make_vec_env
 from actors.policy import ActorPolicy
 from actors.sender import StreamSender
-from fpac_async import protocol as P
-from fpac_async.batch import Batch
+from fpac_async.wire import protocol as P
+from fpac_async.agent.batch import Batch
 from fpac_async.config import AgentConfig, EnvConfig, RunConfig, resolve
-from fpac_async.export import export_policy, flat_weights, script_from_bytes, script_to_bytes
-from fpac_async.sac import SAC
+from fpac_async.agent.export import export_policy, flat_weights, script_from_bytes, script_to_bytes
+from fpac_async.agent.sac import SAC
 from learner.receiver import Receiver, TaskShapes
 from learner.replay import Replay
 from test_actor_service import FakeLearner

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from fpac_async.transport import free_port_pair
+from fpac_async.wire.transport import free_port_pair
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = ["--task", "point_reach", "--eval-episodes", "1"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpac_async import protocol as P
+from fpac_async.wire import protocol as P
 from learner.receiver import Receiver, TaskShapes
 from learner.stream_ledger import StreamLedger
 

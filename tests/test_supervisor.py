@@ -12,7 +12,7 @@ import time
 import pytest
 
 from actors.supervisor import STAT_FIELDS, Supervisor
-from fpac_async import protocol as P
+from fpac_async.wire import protocol as P
 from fpac_async.config import EnvConfig, RunConfig, resolve
 from fault_service import alive
 from test_actor_service import FakeLearner, start_actors, steps_of

@@ -191,7 +191,7 @@ def test_resume_config_keeps_the_run_and_applies_given_flags(tmp_path):
 
 def test_defaults_run_dir_port_and_actor_count():
     from deploy.local_run import connect_address, default_actor_count
-    from fpac_async.transport import free_port_pair
+    from fpac_async.wire.transport import free_port_pair
     from deploy.train_cli import build_parser, make_config
 
     parser = build_parser()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fpac_async.config import AgentConfig, ReplayConfig, lr_at
-from fpac_async.sac import SAC
+from fpac_async.agent.sac import SAC
 from learner.replay import Replay
 from learner.trainer import ReplayRatio, Trainer
 

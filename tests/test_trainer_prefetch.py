@@ -8,7 +8,7 @@ from typing import List, Tuple
 import pytest
 import torch
 
-from fpac_async.batch import Batch
+from fpac_async.agent.batch import Batch
 from fpac_async.config import AgentConfig, ReplayConfig
 from learner.trainer import Trainer
 

@@ -11,9 +11,9 @@ import pytest
 import zmq
 
 from actors.sender import StreamSender
-from fpac_async.transport import free_port_pair
-from fpac_async import protocol as P
-from fpac_async import transport as Z
+from fpac_async.wire.transport import free_port_pair
+from fpac_async.wire import protocol as P
+from fpac_async.wire import transport as Z
 
 LOOPBACK = "127.0.0.1"
 
@@ -205,7 +205,7 @@ def test_malloc_tuning_applies_once_per_process_on_glibc() -> None:
 
 def test_reject_counter_counts_all_logs_once(caplog: pytest.LogCaptureFixture) -> None:
     counter = Z.RejectCounter()
-    with caplog.at_level(logging.WARNING, logger="fpac_async.transport"):
+    with caplog.at_level(logging.WARNING, logger="fpac_async.wire.transport"):
         for _ in range(3):
             counter.add(P.GarbageError("header is not msgpack"), source="actor 2")
         counter.add(P.ShapeError("array obs: bad"))

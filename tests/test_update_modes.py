@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from fpac_async.batch import Batch
+from fpac_async.agent.batch import Batch
 from fpac_async.config import AgentConfig
-from fpac_async.sac import SAC
-from fpac_async.update_modes import GraphedStep, make_update_runner
+from fpac_async.agent.sac import SAC
+from fpac_async.agent.update_modes import GraphedStep, make_update_runner
 
 B, A, H = 8, 2, 32
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fpac_async.protocol import FIRST, TERMINAL, TRUNCATED  # the wire format owns the flag values
+from fpac_async.wire.protocol import FIRST, TERMINAL, TRUNCATED  # the wire format owns the flag values
 
 ENDED = TERMINAL | TRUNCATED
 

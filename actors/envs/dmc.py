@@ -21,7 +21,7 @@ but walker's camera is pitched, and the origin is far from the body once it has 
 render=False (encoders that need no pixels): no Camera and no GL context is ever made, frames are
 None and cam is zero; an agent step is then only the physics (plus the state's flattening).
 
-keypoints=True: the state is the handcrafted keypoints of fpac_async/keypoints.py (the
+keypoints=True: the state is the handcrafted keypoints of fpac_async/agent/keypoints.py (the
 SAC-keypoints baseline), projected with the render camera's matrix computed from the physics.
 """
 from __future__ import annotations
@@ -35,8 +35,9 @@ import numpy as np
 from dm_control import suite
 from dm_control.mujoco import Camera
 
-from fpac_async.config import ConfigError, TaskSpec
-from fpac_async.keypoints import DmcKeypoints
+from fpac_async.config import ConfigError
+from fpac_async.tasks import TaskSpec
+from fpac_async.agent.keypoints import DmcKeypoints
 from actors.envs.base import TERMINAL, TRUNCATED, StepBatch, VecEnv
 
 RENDER_QUALITIES = ("benchmark", "fast")

@@ -36,7 +36,8 @@ import os
 
 import numpy as np
 
-from fpac_async.config import ConfigError, TaskSpec
+from fpac_async.config import ConfigError
+from fpac_async.tasks import TaskSpec
 from actors.envs.base import TERMINAL, TRUNCATED, StepBatch, VecEnv
 
 REFUSED_TASKS = {

@@ -5,7 +5,7 @@ it by up to MAX_MOVE per step (0.1 of the arena's width of 2), clipped to the ar
 is the arena centre, marked faintly in every image. Reward = -distance to the target (dense);
 episodes end only by the time limit (TRUNCATED). Images are H x W CHW RGB (32 x 32 by default).
 State for the state baseline = (dot x, dot y, target x, target y); with keypoints=True the
-handcrafted keypoints of the dot's and the target's centres instead (fpac_async/keypoints.py,
+handcrafted keypoints of the dot's and the target's centres instead (fpac_async/agent/keypoints.py,
 through the image's own pixel mapping `pixel_matrix`). Env i uses seed + i.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.envs.base import TRUNCATED, StepBatch, VecEnv
-from fpac_async.keypoints import keypoint_state
+from fpac_async.agent.keypoints import keypoint_state
 
 MAX_MOVE = 0.2  # arena units per agent step: 0.1 of the arena width (2)
 DOT_HALF_WIDTH = 1.5  # pixels: the dot covers a 3x3 square

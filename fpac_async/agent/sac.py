@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fpac_async.batch import Batch
+from fpac_async.agent.batch import Batch
 from fpac_async.config import AgentConfig, lr_at
-from fpac_async.encoders import make_encoder
-from fpac_async.networks import Actor, TwinCritic
-from fpac_async.update_modes import check_compile_mode, make_update_runner
+from fpac_async.agent.encoders import make_encoder
+from fpac_async.agent.networks import Actor, TwinCritic
+from fpac_async.agent.update_modes import check_compile_mode, make_update_runner
 
 
 class SAC:

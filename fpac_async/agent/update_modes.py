@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from fpac_async.batch import Batch
+from fpac_async.agent.batch import Batch
 
 COMPILE_MODES = ("none", "compile", "compile-cudagraphs", "cudagraphs")
 WARMUP_CALLS = 2

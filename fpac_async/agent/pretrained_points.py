@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fpac_async.config import AgentConfig, ConfigError
-from fpac_async.encoders import FeaturePointEncoder, conv_trunk, init_conv
+from fpac_async.agent.trunk import FeaturePointEncoder, conv_trunk, init_conv
 
 FORMAT = "fpac-pretrained-points"
 VERSION = 1

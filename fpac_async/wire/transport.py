@@ -18,11 +18,11 @@ from typing import Callable
 
 import zmq
 
-from fpac_async.protocol import DEFAULT_MAX_BYTES, Message, ProtocolError, decode, encode
+from fpac_async.wire.protocol import DEFAULT_MAX_BYTES, Message, ProtocolError, decode, encode
 
 log = logging.getLogger(__name__)
 
-Secure = Callable[[zmq.Socket], None]  # CURVE keys, applied before bind/connect (fpac_async.auth)
+Secure = Callable[[zmq.Socket], None]  # CURVE keys, applied before bind/connect (fpac_async.wire.auth)
 
 # Data path queues are kept SHORT on purpose: when the learner stops reading (replay-ratio
 # admission), whatever the actor->learner path can hold was produced by older policies and will be
@@ -207,7 +207,7 @@ def learner_sockets(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BY
                     ) -> tuple[zmq.Socket, zmq.Socket, zmq.Socket]:
     """(data PULL, broadcast PUB, control PULL) bound as `--bind` says; none is left bound if
     one of them cannot bind. data_buffer: the data socket's kernel receive buffer. secure: CURVE
-    server keys for all three (fpac_async.auth.ServerKeys.apply; a ZAP handler must run)."""
+    server keys for all three (fpac_async.wire.auth.ServerKeys.apply; a ZAP handler must run)."""
     ep = learner_endpoints(bind)
     made: list[zmq.Socket] = []
     try:
@@ -225,7 +225,7 @@ def learner_sockets(ctx: zmq.Context, bind: str, max_bytes: int = DEFAULT_MAX_BY
 def actor_sockets(ctx: zmq.Context, learner: str, max_bytes: int = DEFAULT_MAX_BYTES,
                   secure: Secure | None = None) -> tuple[zmq.Socket, zmq.Socket]:
     """(data PUSH, broadcast SUB) connected to `--learner`; SUB first so no broadcast is missed.
-    secure: CURVE client keys (fpac_async.auth.ClientKeys.apply) for both."""
+    secure: CURVE client keys (fpac_async.wire.auth.ClientKeys.apply) for both."""
     ep = actor_endpoints(learner)
     sub = sub_socket(ctx, ep.pub, max_bytes, secure=secure)
     return push_socket(ctx, ep.data, secure=secure), sub

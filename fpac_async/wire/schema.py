@@ -1,5 +1,5 @@
 """The wire format's constants, errors and per-kind schemas: the one table (SCHEMAS) every message
-is validated against. fpac_async.protocol encodes and decodes, and re-exports these names."""
+is validated against. fpac_async.wire.protocol encodes and decodes, and re-exports these names."""
 from __future__ import annotations
 
 import math

@@ -22,7 +22,7 @@ from typing import Any, Union
 
 import torch
 
-from fpac_async.update_modes import COMPILE_MODES
+from fpac_async.agent.update_modes import COMPILE_MODES
 
 SWITCHES = ("tf32", "amp", "channels_last", "fused_adam")
 CPU_DEFAULTS = {"compile": "none", "tf32": "off", "amp": "off", "channels_last": "off",
@@ -72,7 +72,7 @@ class Speed:
         return text + f" (float32; CPU bf16 units: {units or 'none'})"
 
     def sac_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of fpac_async.sac.SAC."""
+        """Keyword arguments of fpac_async.agent.sac.SAC."""
         return {"amp": self.amp, "channels_last": self.channels_last,
                 "fused_adam": self.fused_adam, "compile_mode": self.compile}
 

@@ -18,13 +18,13 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
-# Constants, errors and schemas live in protocol_schema; they are re-exported from here.
-from fpac_async.protocol_schema import (  # noqa: F401
-    ACTOR, EVALUATOR, HEARTBEAT, REFUSE, DEFAULT_MAX_BYTES, DtypeError, EVAL, EVAL_RESULT, FIRST, GarbageError, HELLO, KindSchema,
-    MAGIC, MAX_HEADER_BYTES, MAX_NDIM, MagicError, OversizedError, POLICY, PROTOCOL_VERSION,
-    ProtocolError, SCHEMAS, STATS, STEPS, STOP, SchemaError, ShapeError, TERMINAL, TRUNCATED,
-    TruncatedError, VersionError, WEIGHTS, _CANONICAL, _DIMS, _HEADER_KEYS, _INT_END,
-    _WIRE_DTYPES, _int)
+# Constants, errors and schemas live in fpac_async/wire/schema.py; they are re-exported from here.
+from fpac_async.wire.schema import (  # noqa: F401
+    ACTOR, EVALUATOR, HEARTBEAT, REFUSE, DEFAULT_MAX_BYTES, DtypeError, EVAL, EVAL_RESULT, FIRST,
+    GarbageError, HELLO, KindSchema, MAGIC, MAX_HEADER_BYTES, MAX_NDIM, MagicError,
+    OversizedError, POLICY, PROTOCOL_VERSION, ProtocolError, SCHEMAS, STATS, STEPS, STOP,
+    SchemaError, ShapeError, TERMINAL, TRUNCATED, TruncatedError, VersionError, WEIGHTS,
+    _CANONICAL, _DIMS, _HEADER_KEYS, _INT_END, _WIRE_DTYPES, _int)
 
 
 @dataclass
