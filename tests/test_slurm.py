@@ -151,7 +151,9 @@ def test_single_variant_runs_every_actor_task_and_resumes(cluster):
     run_dir = os.path.join(workdir, "run")
     os.makedirs(run_dir)
     script = job_copy("fpac-single.sbatch", workdir)
-    proc = submit(script, env, run_dir, env_steps=600)
+    # A budget that lasts beyond the later actor task's start: at 600 env steps the first task
+    # could reach it before the second sent anything (seen once: {0: 0} steps).
+    proc = submit(script, env, run_dir, env_steps=2000)
     job = re.search(r"Submitted batch job (\d+)", proc.stdout)
     logs = os.path.join(run_dir, "logs")
     detail = proc.stdout + proc.stderr + "".join(
@@ -163,10 +165,10 @@ def test_single_variant_runs_every_actor_task_and_resumes(cluster):
     check_actor_tasks(logs)
 
     # A requeue reruns the job on the same run dir: the learner resumes from the checkpoint.
-    proc = submit(script, env, run_dir, env_steps=1200)
+    proc = submit(script, env, run_dir, env_steps=2600)
     job = re.search(r"Submitted batch job (\d+)", proc.stdout)
     assert proc.returncode == 0 and job, proc.stdout + proc.stderr
     learner_log = read(os.path.join(logs, f"learner-{job[1]}.out"))
     assert "--resume" in learner_log and "resumed from" in learner_log, learner_log[-3000:]
     finished = re.findall(r"run finished: (\d+) env steps", learner_log)
-    assert finished and int(finished[-1]) >= 1200, learner_log[-3000:]
+    assert finished and int(finished[-1]) >= 2600, learner_log[-3000:]
