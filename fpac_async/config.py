@@ -159,6 +159,9 @@ class LearnerConfig:
     max_policy_lag: int = 100
     """Bound on the policy lag, in updates: no record acted by a policy older than this many
     updates is trained on (learner/lag_bound.py); 0: no bound."""
+    wait_for_actors: int = 0
+    """A new run's first policy waits until this many actors said hello (all start together);
+    0: none. A resumed run never waits."""
     checkpoint_every: int = 10_000
     """Updates between checkpoints."""
     save_replay: bool = False

@@ -103,7 +103,7 @@ class Receiver(threading.Thread):
         self.error: BaseException | None = None
         self._seen: dict[int, float] = {}
         self._paused_at: float | None = None  # when backpressure paused the data socket
-        self._accepted: set[int] = set()  # actors whose hello passed the checks
+        self.accepted: set[int] = set()  # actors whose hello passed (the start barrier counts)
         self._refused: dict[int, tuple[str, float]] = {}  # actor -> (reason, last refusal sent)
         self._asked_hello = 0.0
         self._window = Window()
@@ -234,7 +234,7 @@ class Receiver(threading.Thread):
             check()
         except ProtocolError as e:
             if role == ACTOR:
-                self._accepted.discard(msg.actor)
+                self.accepted.discard(msg.actor)
                 self._refused[msg.actor] = (str(e), time.monotonic())
             self._queue_refusal(msg.actor, role, str(e))
             raise
@@ -242,7 +242,7 @@ class Receiver(threading.Thread):
     def _on_hello(self, msg: Message, role: str) -> None:
         self._refusing(msg, role, lambda: self._check_hello(msg, role))
         if role == ACTOR:
-            self._accepted.add(msg.actor)
+            self.accepted.add(msg.actor)
             self._refused.pop(msg.actor, None)
             replaced = self.ledger.on_hello(msg.actor, msg.meta.get("pid"))
             if replaced is not None:
@@ -294,13 +294,13 @@ class Receiver(threading.Thread):
         if self.expect_state and state is None:
             raise ShapeError(f"steps from actor {msg.actor}: the 'state' encoder needs state")
         refused = self._refused.get(msg.actor)
-        if refused is not None and msg.actor not in self._accepted:
+        if refused is not None and msg.actor not in self.accepted:
             reason, sent = refused
             if time.monotonic() - sent >= 1.0:  # PUB is lossy: refuse again, once a second
                 self._refused[msg.actor] = (reason, time.monotonic())
                 self._queue_refusal(msg.actor, ACTOR, reason)
             raise SettingsMismatchError(f"steps from refused actor {msg.actor}: {reason}")
-        if msg.actor not in self._accepted:
+        if msg.actor not in self.accepted:
             now = time.monotonic()
             if now - self._asked_hello >= 1.0:  # the re-published policy carries our run id
                 self._asked_hello = now

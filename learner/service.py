@@ -6,14 +6,14 @@ class's `run`) owns the PUB socket, the SAC and everything on disk. See docs/INT
 
 Shapes: the frame shape comes from the config (image size) and the action and state dims from a
 static per-domain table (learner.task_shapes.DOMAIN_DIMS), so the SAC and the policy exist before
-any actor connects and a hello can be answered at once; hellos and steps that disagree with them
-are rejected (counted), never trusted.
+any actor connects and a hello is answered at once (unless --wait-for-actors holds a new run's
+first policy: learner.waiting); hellos and steps that disagree with them are rejected, counted.
 
 Exit codes of `run()`: 0 the budget was reached and the final policy's evaluation is recorded
 (`stop` published); 1 the same but no evaluation made progress for final_eval_timeout_s, or an
-unexpected failure; 2 the run could not start (device, config, checkpoint, address in
-use): nothing in the run directory was overwritten; 128 + signal number after SIGTERM/SIGINT (checkpoint written, no
-`stop` published: actors keep waiting for a resumed learner).
+unexpected failure; 2 the run could not start (device, config, checkpoint, address in use):
+nothing in the run directory was overwritten; 128 + signal number after SIGTERM/SIGINT
+(checkpoint written, no `stop` published: actors keep waiting for a resumed learner).
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from learner.run_state import open_checkpoint, restore, snapshot, write_checkpoi
 from learner.runtime import choose_device, install_stop_signals, restore_signals
 from learner.task_shapes import task_shapes
 from learner.trainer import Trainer
-from learner.waiting import WaitingNotice
+from learner.waiting import StartBarrier, WaitingNotice
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ class LearnerService:
         self.lag = LagBound(cfg.learner.max_policy_lag, self.version, self.trainer.updates)
         self.weights_every = self.lag.weights_every(cfg.learner.weights_every)  # meets the bound
         self.random_phase = int(counters["agent_steps"]) < cfg.replay.initial_random_steps
+        self.barrier = StartBarrier(cfg.learner.wait_for_actors, resumed=ckpt is not None)
         # A new id per learner process: actors of an earlier learner on this port notice it in
         # the broadcasts and say hello again, and their steps are refused until they have.
         self.broadcaster = Broadcaster(pub, run=secrets.randbits(62))
@@ -180,7 +181,8 @@ class LearnerService:
         cfg, r, trainer = self.cfg, self.receiver, self.trainer
         assert r is not None
         r.start()
-        self.broadcaster.publish_policy(self.sac, self.version, self.random_phase)
+        if self.barrier.passed:  # else the Nth accepted hello opens it (below)
+            self.broadcaster.publish_policy(self.sac, self.version, self.random_phase)
         self.ready.set()
         self.broadcast_at = self.ckpt_at = trainer.updates
         self.losses: dict[str, float] = {}
@@ -200,7 +202,7 @@ class LearnerService:
             if self.random_phase and agent_steps >= cfg.replay.initial_random_steps:
                 self.random_phase = False  # actors switch to the policy right now
                 self._broadcast()
-            if r.hello_pending.is_set():
+            if r.hello_pending.is_set() and self.barrier.open(len(r.accepted)):
                 r.hello_pending.clear()
                 self.broadcaster.publish_policy(self.sac, self.version, self.random_phase)
             started, n = time.monotonic(), self._chunk()
@@ -298,8 +300,7 @@ class LearnerService:
         agent_steps = r.agent_steps  # read once: env_steps derives from it
         return {"env_steps": agent_steps * self.cfg.env.action_repeat, "agent_steps": agent_steps,
                 "updates": self.trainer.updates, "episodes": r.episodes,
-                "policy_version": self.version,
-                "ratio_offset": self.trainer.ratio_offset(agent_steps)}
+                "policy_version": self.version, "ratio_offset": self.trainer.ratio_offset(agent_steps)}
 
     def _checkpoint(self) -> None:
         assert self.receiver is not None

@@ -70,7 +70,7 @@ def test_actor_says_hello_to_a_new_learner_and_is_refused_by_one_with_other_sett
         # its hello (prompted by the new run id), then accepted.
         second = learner("b")
         wait_for(lambda: second.receiver.agent_steps > 40, "steps at the second learner", 40)
-        assert 3 in second.receiver._accepted and actor.is_alive()
+        assert 3 in second.receiver.accepted and actor.is_alive()
         stop(second)
         # Other settings (episodes of 100 control steps): the actor is refused and ends.
         third = learner("c", episode=100)

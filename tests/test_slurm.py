@@ -139,7 +139,10 @@ def test_hetjob_runs_learner_and_actors_on_two_nodes(cluster):
     batch = log_named(run_dir, "batch-*.out")
     placed = re.search(r"learner on (\S+), actors on (\S+)", batch)
     assert placed and placed[1] != placed[2], batch  # two nodes: two hosts
-    assert "run finished" in log_named(logs, "learner-*.out")
+    learner_log = log_named(logs, "learner-*.out")
+    assert "run finished" in learner_log
+    # run_job.sh's --wait-for-actors: no actor task steps before the other's hello.
+    assert f"{ACTOR_TASKS} actors said hello" in learner_log, learner_log[-3000:]
     addresses = check_actor_tasks(logs)
     # The actors reached the learner at its node's NodeAddr (10.214.0.x), not by a local name.
     assert len(addresses) == ACTOR_TASKS and all(a.startswith("10.214.0.") for a in addresses), \
@@ -151,9 +154,9 @@ def test_single_variant_runs_every_actor_task_and_resumes(cluster):
     run_dir = os.path.join(workdir, "run")
     os.makedirs(run_dir)
     script = job_copy("fpac-single.sbatch", workdir)
-    # A budget that lasts beyond the later actor task's start: at 600 env steps the first task
-    # could reach it before the second sent anything (seen once: {0: 0} steps).
-    proc = submit(script, env, run_dir, env_steps=2000)
+    # run_job.sh passes --wait-for-actors: without it the first actor task could spend the
+    # whole budget before the second sent anything (seen: {0: 0} steps).
+    proc = submit(script, env, run_dir, env_steps=600)
     job = re.search(r"Submitted batch job (\d+)", proc.stdout)
     logs = os.path.join(run_dir, "logs")
     detail = proc.stdout + proc.stderr + "".join(
@@ -161,14 +164,16 @@ def test_single_variant_runs_every_actor_task_and_resumes(cluster):
         if os.path.isdir(logs) else proc.stdout + proc.stderr
     assert proc.returncode == 0 and job, detail
     jid = job[1]
-    assert "run finished" in read(os.path.join(logs, f"learner-{jid}.out")), detail
+    first_log = read(os.path.join(logs, f"learner-{jid}.out"))
+    assert "run finished" in first_log and f"{ACTOR_TASKS} actors said hello" in first_log, detail
     check_actor_tasks(logs)
 
     # A requeue reruns the job on the same run dir: the learner resumes from the checkpoint.
-    proc = submit(script, env, run_dir, env_steps=2600)
+    proc = submit(script, env, run_dir, env_steps=1200)
     job = re.search(r"Submitted batch job (\d+)", proc.stdout)
     assert proc.returncode == 0 and job, proc.stdout + proc.stderr
     learner_log = read(os.path.join(logs, f"learner-{job[1]}.out"))
     assert "--resume" in learner_log and "resumed from" in learner_log, learner_log[-3000:]
     finished = re.findall(r"run finished: (\d+) env steps", learner_log)
-    assert finished and int(finished[-1]) >= 2600, learner_log[-3000:]
+    assert finished and int(finished[-1]) >= 1200, learner_log[-3000:]
+    assert "not waiting, the run is resumed" in learner_log, learner_log[-3000:]

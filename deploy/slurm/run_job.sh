@@ -20,6 +20,8 @@
 # "--task cartpole_swingup"), FPAC_LEARNER_ARGS (learner-only flags, default "--gpus 1"),
 # FPAC_EVALUATOR (1: actor task 0 also runs the evaluator; 0: none, for runs without evaluations),
 # FPAC_STOP_GRACE_S (30: time the actors get to exit after the learner ends).
+# A new run's learner waits for every actor's hello before its first policy (--wait-for-actors
+# ACTOR_TASKS x PER_TASK; FPAC_LEARNER_ARGS may override it), so all actor tasks start together.
 set -uo pipefail
 mode=${1:?usage: run_job.sh het|single}
 REPO=${FPAC_REPO:-$SLURM_SUBMIT_DIR}
@@ -57,7 +59,8 @@ echo "run_job: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}), run dir $R
 
 # --exact: each step gets only the cpus it asks for, so both steps run at once.
 srun "${learner_step[@]}" --exact --open-mode=append --output="$LOGS/learner-%j.out" \
-  "$PY" -m deploy.cluster_task learner "${RUN_ARGS[@]}" "${LEARNER_ARGS[@]}" \
+  "$PY" -m deploy.cluster_task learner "${RUN_ARGS[@]}" \
+  --wait-for-actors $(( actor_tasks * per_task )) "${LEARNER_ARGS[@]}" \
   --bind "tcp://*:$PORT" --run-dir "$RUN_DIR" &
 learner=$!
 srun "${actor_step[@]}" --exact --open-mode=append --output="$LOGS/actors-%j-%t.out" \
