@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from fpac_async.config import AgentConfig
 from fpac_async.agent.pretrained_points import pretrained_encoder
-from fpac_async.agent.trunk import (FeaturePointEncoder, _check_obs, _normalise, conv_output_size,
+from fpac_async.agent.trunk import (FeaturePointEncoder, check_obs, normalise, conv_output_size,
                                     conv_trunk, init_conv)
 
 
@@ -49,8 +49,8 @@ class PixelEncoder(nn.Module):
     def forward(self, obs: Tensor, cam: Optional[Tensor] = None,
                 state: Optional[Tensor] = None) -> Tensor:
         """Conv features [B, out_dim] of stacked observations uint8 [B, 3S, H, W]."""
-        _check_obs(obs, self.channels, self.height, self.width)
-        h = self.convs(_normalise(obs))
+        check_obs(obs, self.channels, self.height, self.width)
+        h = self.convs(normalise(obs))
         # reshape, not view: a channels_last activation is not view-compatible with flatten.
         return h.reshape(h.size(0), -1)
 

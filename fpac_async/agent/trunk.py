@@ -66,7 +66,7 @@ def conv_trunk(in_channels: int, channels: int) -> List[nn.Module]:
     return layers
 
 
-def _normalise(frames: Tensor) -> Tensor:
+def normalise(frames: Tensor) -> Tensor:
     """uint8 pixels -> float in [0, 1] (the authors' / 255), keeping the memory format."""
     return frames.to(torch.float32) * (1.0 / 255.0)
 
@@ -83,7 +83,8 @@ def _dtype_name(t: Tensor) -> str:
     return str(t.dtype)
 
 
-def _check_obs(obs: Tensor, channels: int, height: int, width: int) -> None:
+def check_obs(obs: Tensor, channels: int, height: int, width: int) -> None:
+    """A clear error for a wrong dtype or shape (the exported policy runs it too)."""
     if obs.dtype != torch.uint8:
         raise TypeError("observations must be uint8 pixels; got " + _dtype_name(obs))
     if obs.dim() != 4 or obs.size(1) != channels or obs.size(2) != height \
@@ -138,8 +139,8 @@ class FeaturePointEncoder(nn.Module):
         """ABSOLUTE feature points [B, K, 3] ((x, y, m), or [B, K, 2] without m) of frames uint8
         [B, 3, H, W]: what actors cache as the next step's x_{t-1}. Centring (relative) happens
         in state_from_points, after the velocity."""
-        _check_obs(frames, 3, self.height, self.width)
-        return self._points_of(_normalise(frames))
+        check_obs(frames, 3, self.height, self.width)
+        return self._points_of(normalise(frames))
 
     @torch.jit.export
     def state_from_points(self, x_t: Tensor, x_prev: Tensor,
@@ -181,7 +182,7 @@ class FeaturePointEncoder(nn.Module):
     def forward(self, obs: Tensor, cam: Optional[Tensor] = None,
                 state: Optional[Tensor] = None) -> Tensor:
         """The state [B, out_dim] of stacked observations uint8 [B, 6, H, W]."""
-        _check_obs(obs, 6, self.height, self.width)
+        check_obs(obs, 6, self.height, self.width)
         batch = obs.size(0)
         if not self.velocity:
             # Only x_t is used: skip the oldest frame's convs altogether.
@@ -191,7 +192,7 @@ class FeaturePointEncoder(nn.Module):
         # (b0 oldest, b0 newest, b1 oldest, ...). The uint8 reshape is the only copy.
         channels_last = obs.is_contiguous(memory_format=torch.channels_last)
         frames = obs.reshape(batch * 2, 3, self.height, self.width)
-        pixels = _normalise(frames)
+        pixels = normalise(frames)
         if channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         fp = self._points_of(pixels).view(batch, 2, self.num_points, self.point_dim)
