@@ -93,6 +93,31 @@ fig_lag = figure("learning.jsonl", "tiny task point_reach, 3000 env steps, polic
                  keep=lambda r: r.get("preset") == "lag-actors")
 
 
+def fig_lag_learning(results: str) -> list[Figure]:
+    """Issue 19's comparison (`--preset lag-learning`): final evaluation per runner, mean +- std
+    over the seeds run so far. Every complete row counts, whatever its commit: a seed is one run
+    of ~40 min, and the seeds were run in different sessions (their commits are listed)."""
+    rows = [r for r in load("learning.jsonl", results)
+            if r.get("preset") == "lag-learning" and complete(r) and r.get("final_mean") is not None]
+    what = ("SAC-state cartpole_swingup, 100k env steps: final eval mean +- std over seeds, serial "
+            "runner (lag 0) against the service with 1 and 4 actors (`--preset lag-learning`)")
+    if not rows:
+        return [(what, MISSING, "-")]
+    parts = []
+    for runner in ("serial", "actors-1", "actors-4"):
+        runs = sorted((r["seed"], r["final_mean"]) for r in rows if r["runner"] == runner)
+        if runs:
+            xs = [x for _, x in runs]
+            each = ", ".join(f"{x:.0f}" for _, x in runs)
+            mean = f"{statistics.mean(xs):.0f} +- {statistics.pstdev(xs):.0f} " if len(xs) > 1 \
+                else ""
+            parts.append(f"{runner} {mean}(seed{'s' if len(xs) > 1 else ''} "
+                         f"{', '.join(str(k) for k, _ in runs)}: {each})")
+    commits = ", ".join(dict.fromkeys(r["commit"] for r in sorted(rows, key=lambda r: r["date"])))
+    where = source(rows, "learning.jsonl").split(" ", 2)[2]  # date and machine, after the commit
+    return [(what, "; ".join(parts), f"`learning.jsonl` {commits}, {where}")]
+
+
 def _state_actor(group: list[Row]) -> str:
     rounds: dict[str, list[float]] = {}
     for r in group:
@@ -189,7 +214,7 @@ def fig_feature_points(results: str) -> list[Figure]:
 
 
 FIGURES: list[Callable[[str], list[Figure]]] = [
-    fig_learning, fig_tiny, fig_lag, fig_state_actor, fig_learner, fig_envs, fig_actor,
+    fig_learning, fig_tiny, fig_lag, fig_lag_learning, fig_state_actor, fig_learner, fig_envs, fig_actor,
     fig_transport,
     fig_feature_points, *SERVICE_FIGURES]
 

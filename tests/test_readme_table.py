@@ -104,3 +104,22 @@ def test_feature_points_per_thread_count_only_the_benchmark_shape_and_layout(tmp
     one, two = T.fig_feature_points(str(tmp_path))
     assert one[0].endswith("1 threads") and one[1] == "separable 2.50; spatial 20.00"
     assert two[0].endswith("2 threads") and two[1] == "separable 2.50 (2.00-3.00, 2 runs); spatial 12.00"
+
+
+def test_lag_learning_pools_the_seeds_of_every_commit(tmp_path):
+    def row(commit, date, runner, seed, final, **extra):
+        return {"bench": "learning", "preset": "lag-learning", "commit": commit, "date": date,
+                "machine": MACHINE, "versions": VERSIONS, "runner": runner, "seed": seed,
+                "final_mean": final, **extra}
+    write(tmp_path, "learning.jsonl", [
+        row("aaaaaaa", "2026-12-01T00:00", "serial", 0, 700.0),
+        row("aaaaaaa", "2026-12-01T01:00", "actors-1", 0, 800.0),
+        row("bbbbbbb", "2026-12-02T00:00", "serial", 1, 900.0),
+        row("bbbbbbb", "2026-12-02T01:00", "actors-1", 1, 600.0),
+        row("ccccccc+dirty", "2026-12-03T00:00", "serial", 2, 0.0),  # incomplete: left out
+        row("bbbbbbb", "2026-12-02T02:00", "actors-4", 1, 650.0, machine_shared=True)])
+    (_, figure, src), = T.fig_lag_learning(str(tmp_path))
+    assert "serial 800 +- 100 (seeds 0, 1: 700, 900)" in figure
+    assert "actors-1 700 +- 100 (seeds 0, 1: 800, 600)" in figure
+    assert "actors-4 (seed 1: 650)" in figure  # one seed: no spread claimed
+    assert src.startswith("`learning.jsonl` aaaaaaa, bbbbbbb, 2026-12-01 00:00") and "shared" in src
