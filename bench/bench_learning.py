@@ -6,6 +6,7 @@ and wall-clock, written to bench/results/learning.jsonl with the machine and ver
     python bench/bench_learning.py --preset tiny-actors            # 1/2/4 actors x 3 seeds, tiny task
     python bench/bench_learning.py --preset lag-actors             # lag p95 for 1/2/4/8 actors, tiny
     python bench/bench_learning.py --preset lag-learning           # serial vs 1 and 4 actors, 3 seeds
+    python bench/bench_learning.py --preset lag-ratio              # updates run / owed along a run
 
 Each run's row holds its settings (the run's config.json), every evaluation (env steps of the
 evaluated policy, seconds since the start, mean and std over the episodes), the final mean and
@@ -123,6 +124,25 @@ def lag_learning(a: argparse.Namespace, base: str, stamp: dict) -> int:
 TINY_SEEDS = (0, 1, 2)
 
 
+def lag_ratio(a: argparse.Namespace, base: str, stamp: dict) -> int:
+    """Does the replay ratio hold ALONG a run, not only over it? SAC-state cartpole_swingup,
+    20k env steps, 1 and 4 actors, with the lag bound (100) and without (0): the share of the
+    owed updates run at 25/50/75/100% of the budget (`updates_share`)."""
+    for bound in (100, 0):
+        for n in (1, 4):
+            args = [*SAC_STATE, "--env-steps", "20000", "--actors", str(n), "--seed", "0",
+                    "--max-policy-lag", str(bound), "--eval-every-env-steps", "0",
+                    "--eval-episodes", "2", *a.extra]
+            result = run_train(args, os.path.join(base, f"b{bound}-a{n}"), a.timeout_s)
+            record({"bench": "learning", "preset": "lag-ratio", **stamp, "actors": n,
+                    "max_policy_lag": bound, "args": args, **summarise(result, None), **result},
+                   a.out)
+            print(f"bound {bound}, {n} actor(s): updates run / owed {result['updates_share']}, "
+                  f"lag p95 {result['policy_lag_updates_p95']} ({result['wall_s']:.0f} s)",
+                  flush=True)
+    return 0
+
+
 def run_train(args: list[str], run_dir: str, timeout_s: float) -> dict:
     """One fpac-train run; its evaluations, wall-clock and settings."""
     cmd = [sys.executable, "-m", "deploy.train_cli", *args, "--run-dir", run_dir, "--no-gif",
@@ -159,6 +179,9 @@ def collect(run_dir: str, code: int | str, start: float, out: str, err: str) -> 
         lag_max = [r["policy_lag_updates_max"] for r in rows
                    if r.get("policy_lag_updates_max") is not None]
         refused = rows[-1].get("policy_lag_refused") if rows else None
+        share = updates_share(rows, config)
+    else:
+        share = {}
     if code != 0:
         print(out[-3000:], err[-3000:], file=sys.stderr)
     return {"exit_code": code, "wall_s": round(wall, 1), "config": config,
@@ -166,10 +189,24 @@ def collect(run_dir: str, code: int | str, start: float, out: str, err: str) -> 
             "updates_per_s_median": round(float(np.median(ups)), 2) if ups else None,
             "policy_lag_updates_p95": float(np.median(lag_p95)) if lag_p95 else None,
             "policy_lag_updates_max": max(lag_max) if lag_max else None,
-            "policy_lag_refused": refused,
+            "policy_lag_refused": refused, "updates_share": share,
             "evals": [{"env_steps": e["env_steps"], "wall_s": round(e["time"] - start, 1),
                        "mean": round(e["mean_return"], 2), "std": round(e["std_return"], 2),
                        "episodes": len(e["returns"]), "final": e["final"]} for e in evals]}
+
+
+def updates_share(rows: list[dict], config: dict) -> dict[str, float]:
+    """Updates run / updates owed at the replay ratio, at 25/50/75/100% of the env-step budget
+    (the first metrics row at or past each point). 1.0 is the authors' loop; less means actors
+    stepped ahead and the owed updates come later (after the budget, at the latest)."""
+    ratio, initial = config["replay"]["replay_ratio"], config["replay"]["initial_random_steps"]
+    out = {}
+    for pct in (25, 50, 75, 100):
+        row = next((r for r in rows if r["env_steps"] >= config["env_steps"] * pct / 100), None)
+        owed = int(ratio * (row["agent_steps"] - initial)) if row else 0
+        if owed > 0:
+            out[f"{pct}%"] = round(row["updates"] / owed, 3)
+    return out
 
 
 def record_run_dir(preset: str, run_dir: str, target: float | None, out: str, note: str) -> int:
@@ -214,7 +251,7 @@ def record(row: dict, out: str) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", required=True,
-                   choices=[*PRESETS, "tiny-actors", "lag-actors", "lag-learning"])
+                   choices=[*PRESETS, "tiny-actors", "lag-actors", "lag-learning", "lag-ratio"])
     p.add_argument("--target", type=float, default=None, help="return for time-to-score")
     p.add_argument("--timeout-s", type=float, default=7200.0, help="per run")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "learning.jsonl"))
@@ -247,6 +284,8 @@ def main() -> int:
         return 0 if result["exit_code"] == 0 else 1
     if a.preset == "lag-learning":
         return lag_learning(a, base, stamp)
+    if a.preset == "lag-ratio":
+        return lag_ratio(a, base, stamp)
     # tiny-actors: results must not depend on the number of actors (the replay ratio is
     # enforced by the learner), so the final eval should agree across columns within the spread.
     from deploy.serial import tiny_config  # noqa: PLC0415 (the settings the tiny task learns with)
