@@ -263,7 +263,18 @@ def main() -> int:
                         "possibly stopped or still running) instead of running it")
     p.add_argument("--note", default="", help="free text stored with the row")
     p.add_argument("extra", nargs="*", help="flags for fpac-train (after --)")
+    p.add_argument("--share-of", default="", metavar="RUN_DIR",
+                   help="record only the updates run / owed along this (finished) run directory")
     a = p.parse_args()
+    if a.share_of:
+        with open(os.path.join(a.share_of, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f if line.endswith("\n")]
+        with open(os.path.join(a.share_of, "config.json")) as f:
+            share = updates_share(rows, json.load(f))
+        record({"bench": "learning", "preset": "updates-share", **provenance(),
+                "run_dir": a.share_of, "note": a.note, "updates_share": share}, a.out)
+        print(f"{a.share_of}: updates run / owed {share}")
+        return 0
     if a.from_run:
         return record_run_dir(a.preset, a.from_run, a.target, a.out, a.note)
     base = a.keep or tempfile.mkdtemp(prefix="fpac-bench-")

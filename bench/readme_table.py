@@ -35,7 +35,8 @@ END = "<!-- perf-table:end -->"
 def fig_learning(results: str) -> list[Figure]:
     out = []
     rows = [r for r in load("learning.jsonl", results)
-            if r.get("preset") not in ("tiny-actors", "lag-actors", "lag-learning")]
+            if r.get("preset") not in ("tiny-actors", "lag-actors", "lag-learning", "lag-ratio",
+                                       "updates-share")]
     for preset in sorted({r.get("preset") for r in rows}):
         group = newest([r for r in rows if r.get("preset") == preset])
         if not group:
@@ -116,6 +117,20 @@ def fig_lag_learning(results: str) -> list[Figure]:
     commits = ", ".join(dict.fromkeys(r["commit"] for r in sorted(rows, key=lambda r: r["date"])))
     where = source(rows, "learning.jsonl").split(" ", 2)[2]  # date and machine, after the commit
     return [(what, "; ".join(parts), f"`learning.jsonl` {commits}, {where}")]
+
+
+def _ratio(group: list[Row]) -> str:
+    """Updates run / owed along a run per lag bound and actor count (`--preset lag-ratio`)."""
+    return "; ".join(f"bound {r['max_policy_lag']}, {r['actors']} actor{'s' if r['actors'] > 1 else ''}: "
+                     f"{r['updates_share'].get('50%')} / {r['updates_share'].get('100%')}, lag p95 "
+                     f"{r['policy_lag_updates_p95']:.0f}"
+                     for r in sorted(group, key=lambda r: (-r["max_policy_lag"], r["actors"])))
+
+
+fig_ratio = figure("learning.jsonl", "SAC-state cartpole_swingup, 20k env steps: updates run / "
+                   "owed at half and all of the budget (1.0: the authors' loop), and policy lag "
+                   "p95 in updates, per lag bound and actor count (`--preset lag-ratio`)", _ratio,
+                   keep=lambda r: r.get("preset") == "lag-ratio")
 
 
 def _state_actor(group: list[Row]) -> str:
@@ -214,7 +229,7 @@ def fig_feature_points(results: str) -> list[Figure]:
 
 
 FIGURES: list[Callable[[str], list[Figure]]] = [
-    fig_learning, fig_tiny, fig_lag, fig_lag_learning, fig_state_actor, fig_learner, fig_envs, fig_actor,
+    fig_learning, fig_tiny, fig_lag, fig_lag_learning, fig_ratio, fig_state_actor, fig_learner, fig_envs, fig_actor,
     fig_transport,
     fig_feature_points, *SERVICE_FIGURES]
 

@@ -156,9 +156,10 @@ class LearnerConfig:
     """GPUs to use (0 runs on the CPU)."""
     weights_every: int = 100
     """Updates between weight broadcasts (at most max_policy_lag // 2 while that bound is on)."""
-    max_policy_lag: int = 100
+    max_policy_lag: int = 0
     """Bound on the policy lag, in updates: no record acted by a policy older than this many
-    updates is trained on (learner/lag_bound.py); 0: no bound."""
+    updates is trained on (learner/lag_bound.py); 0 (default): no bound. Costs the replay ratio
+    along a run (lag-ratio bench)."""
     wait_for_actors: int = 0
     """A new run's first policy waits until this many actors said hello (all start together);
     0: none. A resumed run never waits."""
