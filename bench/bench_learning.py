@@ -99,7 +99,7 @@ def lag_learning(a: argparse.Namespace, base: str, stamp: dict) -> int:
             and (i == 0 or extra[i - 1] != "--env-steps")]  # the budget is given to each runner
     table: dict[str, list] = {}
     for seed in [int(x) for x in a.seeds.split(",")]:
-        for name in ("serial", "actors-1", "actors-4"):
+        for name in a.runners.split(","):
             args = [*SAC_STATE, "--seed", str(seed)]
             if name == "serial":
                 result = run_serial([*args, *SERIAL_AS_SERVICE, *rest], env_steps, repeat,
@@ -256,6 +256,8 @@ def main() -> int:
     p.add_argument("--timeout-s", type=float, default=7200.0, help="per run")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "learning.jsonl"))
     p.add_argument("--seeds", default="0,1,2", help="lag-learning: seeds, comma-separated")
+    p.add_argument("--runners", default="serial,actors-1,actors-4",
+                   help="lag-learning: which of serial, actors-1, actors-4 to run")
     p.add_argument("--actors", default="", help="tiny-actors, lag-actors: actor counts (1,4)")
     p.add_argument("--keep", default="", help="directory to keep the run directories in")
     p.add_argument("--from-run", default="", metavar="DIR",
