@@ -101,12 +101,16 @@ def fig_lag_learning(results: str) -> list[Figure]:
     rows = [r for r in load("learning.jsonl", results)
             if r.get("preset") == "lag-learning" and complete(r) and r.get("final_mean") is not None]
     what = ("SAC-state cartpole_swingup, 100k env steps: final eval mean +- std over seeds, serial "
-            "runner (lag 0) against the service with 1 and 4 actors (`--preset lag-learning`)")
+            "runner (lag 0) against the service with 1 and 4 actors, with the lag bound (`bound "
+            "100`, the default until 2026-12-06) and without (`--preset lag-learning`)")
     if not rows:
         return [(what, MISSING, "-")]
+    def label(r: Row) -> str:  # a service run with the lag bound on is another runner
+        bound = (r.get("config") or {}).get("learner", {}).get("max_policy_lag", 0)
+        return f"{r['runner']} bound {bound}" if bound else r["runner"]
     parts = []
-    for runner in ("serial", "actors-1", "actors-4"):
-        runs = sorted((r["seed"], r["final_mean"]) for r in rows if r["runner"] == runner)
+    for runner in sorted({label(r) for r in rows}, key=lambda x: (x.split()[0] != "serial", x)):
+        runs = sorted((r["seed"], r["final_mean"]) for r in rows if label(r) == runner)
         if runs:
             xs = [x for _, x in runs]
             each = ", ".join(f"{x:.0f}" for _, x in runs)

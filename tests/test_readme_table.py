@@ -117,9 +117,12 @@ def test_lag_learning_pools_the_seeds_of_every_commit(tmp_path):
         row("bbbbbbb", "2026-12-02T00:00", "serial", 1, 900.0),
         row("bbbbbbb", "2026-12-02T01:00", "actors-1", 1, 600.0),
         row("ccccccc+dirty", "2026-12-03T00:00", "serial", 2, 0.0),  # incomplete: left out
-        row("bbbbbbb", "2026-12-02T02:00", "actors-4", 1, 650.0, machine_shared=True)])
+        row("bbbbbbb", "2026-12-02T02:00", "actors-4", 1, 650.0, machine_shared=True),
+        row("bbbbbbb", "2026-12-02T03:00", "actors-4", 0, 200.0,
+            config={"learner": {"max_policy_lag": 100}})])  # with the lag bound: its own runner
     (_, figure, src), = T.fig_lag_learning(str(tmp_path))
     assert "serial 800 +- 100 (seeds 0, 1: 700, 900)" in figure
     assert "actors-1 700 +- 100 (seeds 0, 1: 800, 600)" in figure
     assert "actors-4 (seed 1: 650)" in figure  # one seed: no spread claimed
+    assert "actors-4 bound 100 (seed 0: 200)" in figure
     assert src.startswith("`learning.jsonl` aaaaaaa, bbbbbbb, 2026-12-01 00:00") and "shared" in src
