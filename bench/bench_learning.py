@@ -165,23 +165,16 @@ def collect(run_dir: str, code: int | str, start: float, out: str, err: str) -> 
     if os.path.exists(path):
         with open(path) as f:
             evals = [json.loads(line) for line in f]
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
+    config, rows = run_files(run_dir)
     lags, ups, lag_p95, lag_max, refused = [], [], [], [], None
-    metrics = os.path.join(run_dir, "metrics.jsonl")
-    if os.path.exists(metrics):
-        with open(metrics) as f:
-            rows = [json.loads(line) for line in f if line.endswith("\n")]
+    if rows:
         lags = [r["policy_lag"] for r in rows if r.get("policy_lag") is not None]
         ups = [r["ups"] for r in rows if r.get("ups")]
         lag_p95 = [r["policy_lag_updates_p95"] for r in rows
                    if r.get("policy_lag_updates_p95") is not None]
         lag_max = [r["policy_lag_updates_max"] for r in rows
                    if r.get("policy_lag_updates_max") is not None]
-        refused = rows[-1].get("policy_lag_refused") if rows else None
-        share = updates_share(rows, config)
-    else:
-        share = {}
+        refused = rows[-1].get("policy_lag_refused")
     if code != 0:
         print(out[-3000:], err[-3000:], file=sys.stderr)
     return {"exit_code": code, "wall_s": round(wall, 1), "config": config,
@@ -189,10 +182,21 @@ def collect(run_dir: str, code: int | str, start: float, out: str, err: str) -> 
             "updates_per_s_median": round(float(np.median(ups)), 2) if ups else None,
             "policy_lag_updates_p95": float(np.median(lag_p95)) if lag_p95 else None,
             "policy_lag_updates_max": max(lag_max) if lag_max else None,
-            "policy_lag_refused": refused, "updates_share": share,
+            "policy_lag_refused": refused, "updates_share": updates_share(rows, config),
             "evals": [{"env_steps": e["env_steps"], "wall_s": round(e["time"] - start, 1),
                        "mean": round(e["mean_return"], 2), "std": round(e["std_return"], 2),
                        "episodes": len(e["returns"]), "final": e["final"]} for e in evals]}
+
+
+def run_files(run_dir: str) -> tuple[dict, list[dict]]:
+    """A run directory's config.json and its complete metrics.jsonl rows ([] before the first)."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(metrics):
+        return config, []
+    with open(metrics) as f:
+        return config, [json.loads(line) for line in f if line.endswith("\n")]
 
 
 def updates_share(rows: list[dict], config: dict) -> dict[str, float]:
@@ -215,8 +219,7 @@ def record_run_dir(preset: str, run_dir: str, target: float | None, out: str, no
     if preset not in PRESETS:
         raise SystemExit(f"--from-run needs a preset of {', '.join(PRESETS)}")
     target = target if target is not None else PRESETS[preset]["target"]
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.endswith("\n")]
+    _, rows = run_files(run_dir)
     # Evaluations' wall_s count from the first metrics row (a resumed run's pause included).
     result = collect(run_dir, "from-run", rows[0]["time"] if rows else time.time(), "", "")
     result["wall_s"] = round(rows[-1]["time"] - rows[0]["time"], 1) if rows else None
@@ -269,10 +272,8 @@ def main() -> int:
                    help="record only the updates run / owed along this (finished) run directory")
     a = p.parse_args()
     if a.share_of:
-        with open(os.path.join(a.share_of, "metrics.jsonl")) as f:
-            rows = [json.loads(line) for line in f if line.endswith("\n")]
-        with open(os.path.join(a.share_of, "config.json")) as f:
-            share = updates_share(rows, json.load(f))
+        config, rows = run_files(a.share_of)
+        share = updates_share(rows, config)
         record({"bench": "learning", "preset": "updates-share", **provenance(),
                 "run_dir": a.share_of, "note": a.note, "updates_share": share}, a.out)
         print(f"{a.share_of}: updates run / owed {share}")

@@ -111,13 +111,11 @@ def fig_lag_learning(results: str) -> list[Figure]:
     parts = []
     for runner in sorted({label(r) for r in rows}, key=lambda x: (x.split()[0] != "serial", x)):
         runs = sorted((r["seed"], r["final_mean"]) for r in rows if label(r) == runner)
-        if runs:
-            xs = [x for _, x in runs]
-            each = ", ".join(f"{x:.0f}" for _, x in runs)
-            mean = f"{statistics.mean(xs):.0f} +- {statistics.pstdev(xs):.0f} " if len(xs) > 1 \
-                else ""
-            parts.append(f"{runner} {mean}(seed{'s' if len(xs) > 1 else ''} "
-                         f"{', '.join(str(k) for k, _ in runs)}: {each})")
+        xs = [x for _, x in runs]
+        each = ", ".join(f"{x:.0f}" for _, x in runs)
+        mean = f"{statistics.mean(xs):.0f} +- {statistics.pstdev(xs):.0f} " if len(xs) > 1 else ""
+        parts.append(f"{runner} {mean}(seed{'s' if len(xs) > 1 else ''} "
+                     f"{', '.join(str(k) for k, _ in runs)}: {each})")
     commits = ", ".join(dict.fromkeys(r["commit"] for r in sorted(rows, key=lambda r: r["date"])))
     where = source(rows, "learning.jsonl").split(" ", 2)[2]  # date and machine, after the commit
     return [(what, "; ".join(parts), f"`learning.jsonl` {commits}, {where}")]
@@ -233,8 +231,8 @@ def fig_feature_points(results: str) -> list[Figure]:
 
 
 FIGURES: list[Callable[[str], list[Figure]]] = [
-    fig_learning, fig_tiny, fig_lag, fig_lag_learning, fig_ratio, fig_state_actor, fig_learner, fig_envs, fig_actor,
-    fig_transport,
+    fig_learning, fig_tiny, fig_lag, fig_lag_learning, fig_ratio, fig_state_actor, fig_learner,
+    fig_envs, fig_actor, fig_transport,
     fig_feature_points, *SERVICE_FIGURES]
 
 

@@ -29,7 +29,7 @@ SMALL = ["--task", "cartpole_swingup", "--backend", "dmc", "--image-size", str(I
          "--eval-episodes", str(EVAL_EPISODES),
          "--log-every-s", "1", "--actors", "1", "--envs-per-actor", "2"]  # 2 envs: lanes overlap
 # Two 1000-step episodes per env (action repeat 8) plus margin; below 2 x 1200, so that the one
-# periodic evaluation (at 1200) and the final one are all (each costs about a quarter of the test).
+# periodic evaluation (at 1200) and the final one are all.
 BUDGET = 2300
 
 ACT_SNIPPET = """
