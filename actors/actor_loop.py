@@ -6,8 +6,8 @@ answers each hello by re-publishing its current policy, `random=True` during its
 phase) or a `refuse` naming what differs from the learner's settings (`run()` returns 'refused');
 then loop
     act -> env.step -> records to the StreamSender (blocking sends = backpressure)
-    -> drain the SUB socket without blocking (weights, stop, refuse; `eval` is for evaluators)
-    -> `stats` every ~2 s.
+    -> drain the SUB socket without blocking (weights, grant, stop, refuse; not eval)
+    -> at the learner's grant (learner/pacing.py): flush, wait for the next -> `stats` every ~2 s.
 Weights never block acting: they are applied between steps when they have arrived. ZeroMQ
 reconnects by itself when the learner restarts; after a long silence on SUB the actor re-sends
 hello so a restarted learner re-publishes its policy.
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 MAX_EPISODES_PER_STATS = 1000  # the protocol's cap on meta.episodes
 LANE_B_SEED_OFFSET = 250  # lane B's random-phase action generator: seed + 250 (lane A: seed)
 OWED_HELLO_WAIT_MS = 1000  # how long an owed hello waits for room in the data queue, per step
+GRANT_WAIT_S = 5.0  # waited this long at a grant with no new one: unpaced until the next grant
 
 
 class ActorLoop:
@@ -111,6 +112,7 @@ class ActorLoop:
         # cancel it (they only reset the silence timer).
         self._hello_owed = False
         self._out_seq = 0  # seq of hello / stats / eval_result messages
+        self._upto: int | None = None  # the learner's grant: streams may run to this record
 
     # ------------------------------------------------------------------ the run
     def run(self, max_agent_steps: int | None = None,
@@ -235,6 +237,8 @@ class ActorLoop:
             meter.record(batch.reward, batch.flags)
             stepper.settle(meter)  # the worker is idle from here: weights and eval may touch
             self._receive(timeout_ms=0)  # the module
+            if self._upto is not None and sender.next_index >= self._upto:
+                self._await_grant(sender, meter, should_stop)
             now = time.monotonic()
             if now - last_stats >= self.stats_every_s:
                 self._send_stats(meter, sender, env, now - last_stats)
@@ -254,6 +258,19 @@ class ActorLoop:
         sender.flush(policy.version)
         self._send_stats(meter, sender, env, time.monotonic() - last_stats)
         return reason
+
+    def _await_grant(self, sender: StreamSender, meter: Meter,
+                     should_stop: Callable[[], bool]) -> None:
+        """At the learner's grant: send the partial chunk (the learner needs it to move on) and
+        wait for the next grant, a stop, or GRANT_WAIT_S (then unpaced until the next grant)."""
+        sender.flush(self.policy.version)
+        start = time.monotonic()
+        while self._upto is not None and sender.next_index >= self._upto and not self._stop:
+            if time.monotonic() - start > GRANT_WAIT_S or should_stop():
+                self._upto = None
+                break
+            self._receive(timeout_ms=50)
+        meter.grant_wait_s += time.monotonic() - start
 
     # ------------------------------------------------------------------ messages
     def _send(self, msg: P.Message) -> None:
@@ -277,16 +294,19 @@ class ActorLoop:
             log.info("actor %d: a new learner process is broadcasting; saying hello",
                      self.actor_id)
             self._hello_owed = True  # the main loop says hello until one is sent
-        self._run = run
+        self._run, self._upto = run, None  # grants were that learner's
 
     def _handle(self, msg: P.Message) -> None:
         # Called between steps only (the overlap worker is idle): every lane's policy view gets
         # the update (lanes share one module: weights are loaded into it once; versions and
         # caches are per view). A lane loading a NEW script compiles its own copy: rare (a restarted
         # learner with another module), and correct.
-        if msg.kind in (P.POLICY, P.WEIGHTS):
+        if msg.kind in (P.POLICY, P.WEIGHTS, P.GRANT):
             self._check_run(msg)
-        if msg.kind == P.POLICY:
+        if msg.kind == P.GRANT:  # how far this actor may run its streams (absent: not paced)
+            mine = np.flatnonzero(msg.arrays["actors"] == self.actor_id)
+            self._upto = int(msg.arrays["upto"][mine[0]]) if mine.size else None
+        elif msg.kind == P.POLICY:
             if (not self.policy.ready or msg.version != self.policy.version
                     or msg.meta["random"] != self.policy.random):
                 try:

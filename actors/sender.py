@@ -109,6 +109,11 @@ class StreamSender:
         self.messages_sent = 0
         self.lag_sum = 0  # sum over sent records of (current version - record version)
 
+    @property
+    def next_index(self) -> int:
+        """The stream index of the next record added (every env's stream advances in lockstep)."""
+        return self.step0[0] + self._chunk.size
+
     def _take_chunk(self) -> _Chunk:
         """The first free pooled chunk (the most recently used memory is the warmest), else a
         new one, pooled while the pool has room."""

@@ -129,7 +129,7 @@ class Meter:
         self.total_steps = 0
         self.total_episodes = 0
         self.steps = 0
-        self.policy_s = self.render_s = self.send_s = 0.0
+        self.policy_s = self.render_s = self.send_s = self.grant_wait_s = 0.0
         self._send_s0 = 0.0
         self._records0 = 0
         self._lag0 = 0
@@ -159,12 +159,12 @@ class Meter:
                 "send_s": self.send_s, "render_frac": self.render_s / wall,
                 "policy_frac": self.policy_s / wall, "send_frac": self.send_s / wall,
                 "send_blocked_s": sender.send_seconds - self._send_s0, "policy_lag": lag,
-                "version": float(version)}
+                "grant_wait_s": self.grant_wait_s, "version": float(version)}
 
     def reset_interval(self, sender: StreamSender) -> None:
         self.episodes = []
         self.steps = 0
-        self.policy_s = self.render_s = self.send_s = 0.0
+        self.policy_s = self.render_s = self.send_s = self.grant_wait_s = 0.0
         self._send_s0 = sender.send_seconds
         self._records0 = sender.records_sent
         self._lag0 = sender.lag_sum

@@ -1,10 +1,8 @@
 """Typed run configuration: one dataclass per part, task presets, JSON save/load.
 
-Agent defaults follow the paper's Table I and, where the paper is silent or garbled, the authors'
-code (rinuboney/FPAC); docs/FIDELITY.md lists every setting with both sources. The task table
-and the per-task defaults (the reacher learning-rate schedule, relative points, camera offset)
-live in fpac_async/tasks.py.
-Every ablation of section VI is a field of AgentConfig.
+Agent defaults follow the paper's Table I and, where it is silent or garbled, the authors' code
+(rinuboney/FPAC); docs/FIDELITY.md lists both sources. Task table and per-task defaults:
+fpac_async/tasks.py. Every ablation of section VI is a field of AgentConfig.
 """
 from __future__ import annotations
 
@@ -157,9 +155,11 @@ class LearnerConfig:
     weights_every: int = 100
     """Updates between weight broadcasts (at most max_policy_lag // 2 while that bound is on)."""
     max_policy_lag: int = 0
-    """Bound on the policy lag, in updates: no record acted by a policy older than this many
-    updates is trained on (learner/lag_bound.py); 0 (default): no bound. Costs the replay ratio
-    along a run (lag-ratio bench)."""
+    """No record acted by a policy older than this many updates is trained on (learner/lag_bound.py;
+    costs the replay ratio along a run: lag-ratio bench); 0 (default): no bound."""
+    actor_lead: int = 200
+    """Actors step at most this many updates' worth of records ahead of the learner, however many
+    they are (grants, learner/pacing.py); 0: off, only full queues hold them."""
     wait_for_actors: int = 0
     """A new run's first policy waits until this many actors said hello (all start together);
     0: none. A resumed run never waits."""

@@ -19,8 +19,8 @@ import torch
 import zmq
 
 from fpac_async.agent.export import PolicyModule, export_policy, flat_weights, script_to_bytes
-from fpac_async.wire.protocol import (Message, eval_message, policy_message, refuse_message,
-                                      stop_message, weights_message)
+from fpac_async.wire.protocol import (Message, eval_message, grant_message, policy_message,
+                                      refuse_message, stop_message, weights_message)
 from fpac_async.wire.transport import send_message
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,10 @@ class Broadcaster:
         """The current weights as policy `version` (random = False from here on)."""
         flat, layout = policy_weights(sac)
         self._send(weights_message(0, version, flat, layout, random=False, run=self.run))
+
+    def publish_grant(self, version: int, actors: list[int], upto: list[int]) -> None:
+        """Actor actors[i] may run its streams to record upto[i] (learner/pacing.py)."""
+        self._send(grant_message(0, version, actors, upto, run=self.run))
 
     def publish_eval(self, version: int, eval_id: int, episodes: int, target: int) -> None:
         """Ask evaluator `target` for `episodes` deterministic episodes of policy `version`."""

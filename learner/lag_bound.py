@@ -56,6 +56,7 @@ class LagBound:
         self._at: dict[int, int] = {int(version): int(updates)}  # version -> update at broadcast
         self._actors: dict[int, tuple[int, float]] = {}  # actor -> (newest version, when seen)
         self._starved_since: float | None = None
+        self._republished = 0.0
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ the learner's side
@@ -100,6 +101,14 @@ class LagBound:
         """Seconds the learner has been waiting for fresher records (0 when it is not)."""
         since = self._starved_since
         return 0.0 if since is None else now - since
+
+    def republish_due(self, now: float) -> bool:
+        """True once a second while the learner has waited over a second for fresher records:
+        re-send the newest weights then (PUB is lossy: an actor may have missed them)."""
+        if self.starved_for(now) <= 1.0 or now - self._republished <= 1.0:
+            return False
+        self._republished = now
+        return True
 
     def forget(self, actor: int) -> None:
         """A new process under this actor id: its records start over."""

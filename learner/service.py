@@ -4,10 +4,9 @@ Threads: the receiver thread owns the PULL socket and writes the replay; the mai
 class's `run`) owns the PUB socket, the SAC and everything on disk. See docs/INTERFACES.md,
 "The service", for the message flow, counters and replay-ratio rule.
 
-Shapes: the frame shape comes from the config (image size) and the action and state dims from a
-static per-domain table (learner.task_shapes.DOMAIN_DIMS), so the SAC and the policy exist before
-any actor connects and a hello is answered at once (unless --wait-for-actors holds a new run's
-first policy: learner.waiting); hellos and steps that disagree with them are rejected, counted.
+Shapes come from the config and a per-domain table (learner.task_shapes), so the SAC and the
+policy exist before any actor connects and a hello is answered at once (unless --wait-for-actors
+holds a new run's first policy: learner.waiting); hellos and steps that disagree are rejected.
 
 Exit codes of `run()`: 0 the budget was reached and the final policy's evaluation is recorded
 (`stop` published); 1 the same but no evaluation made progress for final_eval_timeout_s, or an
@@ -42,6 +41,7 @@ from learner.eval_control import serve_evaluators
 from learner.evaluation import EvalRecord, EvalSchedule
 from learner.lag_bound import NO_LIMIT, LagBound
 from learner.metrics import MetricsLogger, RateMeter
+from learner.pacing import Pacer
 from learner.progress import Progress
 from learner.receiver import Receiver
 from learner.replay import Replay
@@ -69,11 +69,8 @@ class LearnerService:
         self.cfg = cfg
         self.auth_dir = auth_dir
         self.guard: AuthGuard | None = None
-        self.resume = resume
-        self.eval_timeout_s = eval_timeout_s
-        self.final_eval_timeout_s = final_eval_timeout_s
-        self.tensorboard = tensorboard
-        self.console = console
+        self.resume, self.tensorboard, self.console = resume, tensorboard, console
+        self.eval_timeout_s, self.final_eval_timeout_s = eval_timeout_s, final_eval_timeout_s
         self.signal: int | None = None
         self.ready = threading.Event()  # set once sockets are bound (tests wait on it)
         self._stop_requested = threading.Event()
@@ -150,6 +147,7 @@ class LearnerService:
         self.version = int(counters["policy_version"])
         self.lag = LagBound(cfg.learner.max_policy_lag, self.version, self.trainer.updates)
         self.weights_every = self.lag.weights_every(cfg.learner.weights_every)  # meets the bound
+        self.pacer = Pacer(cfg.learner.actor_lead)
         self.random_phase = int(counters["agent_steps"]) < cfg.replay.initial_random_steps
         self.barrier = StartBarrier(cfg.learner.wait_for_actors, resumed=ckpt is not None)
         # A new id per learner process: actors of an earlier learner on this port notice it in
@@ -192,7 +190,6 @@ class LearnerService:
         self.sps, self.ups = RateMeter(window_s), RateMeter(window_s)
         last_row, waiting = 0.0, WaitingNotice(cfg.learner.bind)
         final = FinalEvaluation(self.evaluator, self.final_eval_timeout_s)
-        self._republished = 0.0
         while not self._stop_requested.is_set():
             if r.error is not None:
                 raise RuntimeError("the receiver thread failed") from r.error
@@ -207,9 +204,7 @@ class LearnerService:
                 self.broadcaster.publish_policy(self.sac, self.version, self.random_phase)
             started, n = time.monotonic(), self._chunk()
             stats = trainer.train(agent_steps, agent_steps * cfg.env.action_repeat, n) if n else None
-            if (self.lag.starved_for(started) > 1.0 and not self.random_phase
-                    and started - self._republished > 1.0):  # PUB is lossy: weights an actor
-                self._republished = started  # must catch up with may have been dropped
+            if not self.random_phase and self.lag.republish_due(started):
                 self.broadcaster.publish_weights(self.sac, self.version)
             if stats:
                 self.losses = stats
@@ -218,6 +213,8 @@ class LearnerService:
                     0.8 * self._s_per_update + 0.2 * per_update)
             if trainer.updates - self.broadcast_at >= self.weights_every:
                 self._broadcast()
+            elif not stats and self.pacer.due(time.monotonic(), idle=True):  # actors may wait
+                self.pacer.publish(r, trainer, self.broadcaster, self.version)
             if trainer.updates - self.ckpt_at >= cfg.learner.checkpoint_every:
                 self._checkpoint()
             self._evaluate()
@@ -272,6 +269,7 @@ class LearnerService:
             self.version_env_steps.pop(next(iter(self.version_env_steps)))
         self.broadcaster.publish_weights(self.sac, self.version)
         self.broadcast_at = self.trainer.updates
+        self.pacer.publish(self.receiver, self.trainer, self.broadcaster, self.version)  # pacing
 
     def _evaluate(self) -> None:
         assert self.receiver is not None

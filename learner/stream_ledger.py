@@ -73,6 +73,15 @@ class StreamLedger:
         c.chunks += 1
         c.records += n
 
+    def positions(self) -> dict[int, tuple[int, int]]:
+        """actor -> (the furthest record of its streams taken, its number of streams): what
+        actor-side pacing grants from (learner/pacing.py). Callable from another thread."""
+        out: dict[int, tuple[int, int]] = {}
+        for (actor, _), end in dict(self.expected).items():  # a copy: the receiver writes
+            furthest, n = out.get(actor, (0, 0))
+            out[actor] = (max(furthest, end), n + 1)
+        return out
+
     def as_row(self) -> dict[str, int]:
         """The counts as metrics columns (stream_*)."""
         return {f"stream_{k}": v for k, v in dataclasses.asdict(self.counts).items()}

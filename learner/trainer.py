@@ -64,6 +64,12 @@ class ReplayRatio:
         """Updates still to run now."""
         return max(0, self.due(agent_steps) - int(updates))
 
+    def admissible(self, updates: int) -> int | None:
+        """The most agent steps admit() lets in at `updates` updates (None: a ratio of 0)."""
+        if self._num == 0:
+            return None
+        return self.initial + ((int(updates) + self.slack) * self._den) // self._num
+
     def admit(self, agent_steps: int, updates: int) -> bool:
         """Whether the receiver may accept more steps: steps - initial <= (updates + slack) / ratio,
         multiplied out as (steps - initial) * num <= (updates + slack) * den."""

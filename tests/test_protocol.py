@@ -41,6 +41,7 @@ def all_kinds() -> list[P.Message]:
         P.policy_message(11, 9, b"torchscript-bytes", weights, LAYOUT, random=False),
         P.weights_message(12, 10, weights, LAYOUT),
         P.eval_message(13, 10, eval_id=2, episodes=10, target_actor=0),
+        P.grant_message(14, 10, actors=[0, 3], upto=[120, 96], run=5),
     ]
 
 
@@ -261,8 +262,8 @@ def test_fuzz_mutations_raise_only_protocol_errors() -> None:
                 frames.append(bytearray(rand.randbytes(rand.randrange(8))))
         result = fuzz_outcome([bytes(f) for f in frames])  # "bad..": neither valid nor refused
         outcomes[result] = outcomes.get(result, 0) + 1
-    assert outcomes == {"accepted": 34, "rejected_dtype": 1, "rejected_garbage": 343,
-                        "rejected_magic": 6, "rejected_schema": 131, "rejected_shape": 28,
+    assert outcomes == {"accepted": 31, "rejected_dtype": 1, "rejected_garbage": 355,
+                        "rejected_magic": 6, "rejected_schema": 125, "rejected_shape": 25,
                         "rejected_truncated": 56, "rejected_version": 1}, outcomes
 
 

@@ -21,7 +21,7 @@ import numpy as np
 # Constants, errors and schemas live in fpac_async/wire/schema.py; they are re-exported from here.
 from fpac_async.wire.schema import (  # noqa: F401
     ACTOR, EVALUATOR, HEARTBEAT, REFUSE, DEFAULT_MAX_BYTES, DtypeError, EVAL, EVAL_RESULT, FIRST,
-    GarbageError, HELLO, KindSchema, MAGIC, MAX_HEADER_BYTES, MAX_NDIM, MagicError,
+    GarbageError, GRANT, HELLO, KindSchema, MAGIC, MAX_HEADER_BYTES, MAX_NDIM, MagicError,
     OversizedError, POLICY, PROTOCOL_VERSION, ProtocolError, SCHEMAS, STATS, STEPS, STOP,
     SchemaError, ShapeError, TERMINAL, TRUNCATED, TruncatedError, VersionError, WEIGHTS,
     _CANONICAL, _DIMS, _HEADER_KEYS, _INT_END, _WIRE_DTYPES, _int)
@@ -287,6 +287,14 @@ def weights_message(seq: int, version: int, weights: np.ndarray, layout: list,
     if run is not None:
         meta["run"] = int(run)
     return Message(WEIGHTS, 0, 0, seq, version, {"weights": weights}, meta)
+
+
+def grant_message(seq: int, version: int, actors: Sequence[int], upto: Sequence[int],
+                  run: int | None = None) -> Message:
+    """Actor actors[i] may step until each of its env streams holds upto[i] records."""
+    meta: dict[str, Any] = {} if run is None else {"run": int(run)}
+    return Message(GRANT, 0, 0, seq, version, {"actors": np.asarray(actors, np.int64),
+                                               "upto": np.asarray(upto, np.int64)}, meta)
 
 
 def stop_message(seq: int, version: int, reason: str = "done") -> Message:

@@ -15,6 +15,7 @@ HELLO, STEPS, STATS, EVAL_RESULT = "hello", "steps", "stats", "eval_result"  # a
 HEARTBEAT = "heartbeat"  # evaluator -> learner (control socket), with hello and eval_result
 POLICY, WEIGHTS, EVAL, STOP = "policy", "weights", "eval", "stop"  # learner -> actors
 REFUSE = "refuse"  # learner -> one actor or evaluator: its settings disagree with the run's
+GRANT = "grant"  # learner -> actors: how far each actor's streams may run (actor-side pacing)
 ACTOR, EVALUATOR = "actor", "evaluator"  # the roles of a hello (and of a refuse's target)
 
 DEFAULT_MAX_BYTES = 64 * 2**20
@@ -173,7 +174,7 @@ class KindSchema:
 
 
 _DIMS = {"T": (1, 2**31), "H": (1, 1024), "W": (1, 1024), "A": (1, 64), "D": (1, 4096),
-         "N": (0, _INT_END - 1), "P": (0, _INT_END - 1)}  # symbol -> inclusive (lo, hi)
+         "N": (0, _INT_END - 1), "P": (0, _INT_END - 1), "G": (0, 4096)}  # symbol -> (lo, hi)
 
 
 def _check_steps(arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -192,6 +193,11 @@ def _check_layout(arrays: dict[str, np.ndarray], meta: dict) -> None:
 def _check_eval_result(arrays: dict[str, np.ndarray], meta: dict) -> None:
     if len(meta["returns"]) != len(meta["lengths"]):
         raise SchemaError("meta.returns and meta.lengths differ in length")
+
+
+def _check_grant(arrays: dict[str, np.ndarray], meta: dict) -> None:
+    if np.any(arrays["actors"] < 0) or np.any(arrays["upto"] < 0):
+        raise SchemaError("grant: negative actor id or stream index")
 
 
 SCHEMAS: dict[str, KindSchema] = {
@@ -225,6 +231,9 @@ SCHEMAS: dict[str, KindSchema] = {
                          "run": (_int(), False)}, _check_layout),
     EVAL: KindSchema({}, {"eval_id": (_int(), True), "episodes": (_int(1, 1000), True),
                           "target_actor": (_int(), True)}),
+    # actors[i] may step until each of its env streams holds upto[i] records (learner/pacing.py)
+    GRANT: KindSchema({"actors": ArraySpec(_I64, ("G",)), "upto": ArraySpec(_I64, ("G",))},
+                      {"run": (_int(), False)}, _check_grant),
     STOP: KindSchema({}, {"reason": (_str, False)}),  # end of run: actors exit, not restarted
     REFUSE: KindSchema({}, {"target_actor": (_int(), True), "role": (_role, True),
                             "reason": (_str, True)}),

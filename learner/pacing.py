@@ -1,0 +1,77 @@
+"""Actor-side pacing (`--actor-lead U`, issue 19): grants that keep the actors at most U updates'
+worth of records ahead of the learner, whatever their number.
+
+Without it the actors are held only by full queues: while the replay ratio throttles, records
+wait in each actor's send queue and the learner's receive queue, so N actors hold N queues of
+records acted by old weights, and the policy lag in updates grows with N (measured with 1 / 4
+actors, SAC-state cartpole: lag p95 443 / 704 updates, `bench_learning.py --preset lag-ratio`).
+
+With it the learner tells each actor how far its env streams may run (`grant`: actor ids and
+stream indices; docs/INTERFACES.md). The agent steps the replay ratio admits by U updates from
+now, less those already taken, are split evenly over the envs of the actors heard from recently;
+actor a may run its streams to (the furthest record of a's streams taken) + (that share). An
+actor that reaches its grant flushes its partial chunk and waits for the next
+(actors/actor_loop.py). At most about U / ratio agent steps (plus one record per env) are then in
+flight, however many actors share them, so the lag stays flat in the actor count; U should
+exceed `weights_every` plus the ratio's slack's complement so that the actors keep acting while
+the learner trains (2 x weights_every by default).
+
+Grants go out after each weights broadcast and, while the learner has no update to run, every
+`every_s` (PUB is lossy, and a dead actor's share is re-split at the next one), the random phase
+included (it grants the rest of the phase and the lead at once). None go out while a resume
+refills the replay (it admits everything) or after the budget (the receiver holds the actors). An actor missing from a grant (new to this learner process: not yet
+read from) is not paced until it is; an actor that waits `actors.actor_loop.GRANT_WAIT_S`
+without a grant drops pacing until the next one, so a lost learner never holds it for good (the
+bounded queues still do).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+
+class Pacer:
+    """Grant arithmetic and timing: a pure object (the service publishes what it returns)."""
+
+    def __init__(self, lead_updates: int, every_s: float = 0.05) -> None:
+        if lead_updates < 0:
+            raise ValueError(f"lead_updates must be >= 0 (0: no pacing); got {lead_updates}")
+        self.lead = int(lead_updates)
+        self.every_s = float(every_s)
+        self.sent_at = -math.inf
+        self.sent = 0
+
+    @property
+    def on(self) -> bool:
+        return self.lead > 0
+
+    def due(self, now: float, idle: bool) -> bool:
+        """Whether to re-send grants now: while the learner is idle, every `every_s`."""
+        return self.on and idle and now - self.sent_at >= self.every_s
+
+    def grants(self, positions: dict[int, tuple[int, int]], admissible: int | None,
+               agent_steps: int, now: float) -> tuple[list[int], list[int]]:
+        """(actor ids, stream indices they may run to). positions: actor -> (its streams'
+        furthest record taken, its number of streams), for the actors to pace; admissible: the
+        agent steps the replay ratio admits at `lead` updates from now (None: no ratio, no
+        pacing); agent_steps: those taken so far."""
+        if not self.on or admissible is None or not positions:
+            return [], []
+        envs = sum(n for _, n in positions.values())
+        share = -(-max(0, admissible - int(agent_steps)) // max(1, envs))  # records per stream
+        actors = sorted(positions)
+        self.sent_at, self.sent = now, self.sent + 1
+        return actors, [positions[a][0] + share for a in actors]
+
+    def publish(self, receiver: Any, trainer: Any, broadcaster: Any, version: int) -> None:
+        """Grant the actors heard from recently what `lead` updates from now admits (none while
+        a resume refills the replay, or after the budget)."""
+        if not self.on or trainer.refilling or receiver.budget_reached.is_set():
+            return
+        live = receiver.actors()
+        positions = {a: p for a, p in receiver.ledger.positions().items() if a in live}
+        actors, upto = self.grants(positions, trainer.ratio.admissible(trainer.updates + self.lead),
+                                   receiver.agent_steps, time.monotonic())
+        if actors:
+            broadcaster.publish_grant(version, actors, upto)
