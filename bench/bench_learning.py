@@ -126,18 +126,19 @@ TINY_SEEDS = (0, 1, 2)
 
 def lag_ratio(a: argparse.Namespace, base: str, stamp: dict) -> int:
     """Does the replay ratio hold ALONG a run, not only over it? SAC-state cartpole_swingup,
-    20k env steps, 1 and 4 actors, with the lag bound (100) and without (0): the share of the
+    20k env steps, 1 and 4 actors, per `--holds` (lag bound : actor lead pairs): the share of the
     owed updates run at 25/50/75/100% of the budget (`updates_share`)."""
-    for bound in (100, 0):
+    for hold in a.holds.split(","):
+        bound, lead = (int(x) for x in hold.split(":"))
         for n in (1, 4):
             args = [*SAC_STATE, "--env-steps", "20000", "--actors", str(n), "--seed", "0",
-                    "--max-policy-lag", str(bound), "--eval-every-env-steps", "0",
-                    "--eval-episodes", "2", *a.extra]
-            result = run_train(args, os.path.join(base, f"b{bound}-a{n}"), a.timeout_s)
+                    "--max-policy-lag", str(bound), "--actor-lead", str(lead),
+                    "--eval-every-env-steps", "0", "--eval-episodes", "2", *a.extra]
+            result = run_train(args, os.path.join(base, f"b{bound}-l{lead}-a{n}"), a.timeout_s)
             record({"bench": "learning", "preset": "lag-ratio", **stamp, "actors": n,
                     "max_policy_lag": bound, "args": args, **summarise(result, None), **result},
                    a.out)
-            print(f"bound {bound}, {n} actor(s): updates run / owed {result['updates_share']}, "
+            print(f"bound {bound}, lead {lead}, {n} actor(s): updates run / owed {result['updates_share']}, "
                   f"lag p95 {result['policy_lag_updates_p95']} ({result['wall_s']:.0f} s)",
                   flush=True)
     return 0
@@ -261,6 +262,8 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2", help="lag-learning: seeds, comma-separated")
     p.add_argument("--runners", default="serial,actors-1,actors-4",
                    help="lag-learning: which of serial, actors-1, actors-4 to run")
+    p.add_argument("--holds", default="100:0,0:0,0:200",
+                   help="lag-ratio: lag bound:actor lead pairs, comma-separated")
     p.add_argument("--actors", default="", help="tiny-actors, lag-actors: actor counts (1,4)")
     p.add_argument("--keep", default="", help="directory to keep the run directories in")
     p.add_argument("--from-run", default="", metavar="DIR",

@@ -81,16 +81,24 @@ fig_tiny = figure("learning.jsonl", "tiny task point_reach, 3000 env steps, fina
                   keep=lambda r: r.get("preset") == "tiny-actors")
 
 
+def pacing(r: Row) -> str:
+    """How a service run held its actors: the lag bound and the actor lead it ran with (rows
+    from before actor pacing existed ran without it)."""
+    learner = (r.get("config") or {}).get("learner", {})
+    bound, lead = learner.get("max_policy_lag", 0), learner.get("actor_lead", 0)
+    return f"{f'bound {bound}' if bound else 'no bound'}, {f'lead {lead}' if lead else 'unpaced'}"
+
+
 def _lag(group: list[Row]) -> str:
-    """Policy lag in updates per actor count (`--preset lag-actors`): flat under the bound."""
-    return "; ".join(f"{r['actors']} actor{'s' if r['actors'] > 1 else ''}: "
+    """Policy lag in updates per actor count (`--preset lag-actors`): flat when held."""
+    return "; ".join(f"{pacing(r)}, {r['actors']} actor{'s' if r['actors'] > 1 else ''}: "
                      f"{r['policy_lag_updates_p95']:.0f} / {r['policy_lag_updates_max']:.0f}"
-                     for r in sorted(group, key=lambda r: r["actors"]))
+                     for r in sorted(group, key=lambda r: (pacing(r), r["actors"])))
 
 
 fig_lag = figure("learning.jsonl", "tiny task point_reach, 3000 env steps, policy lag in updates "
                  "(median of the metric windows' p95 / largest max) per actor count "
-                 "(`--preset lag-actors`, --max-policy-lag 100)", _lag,
+                 "(`--preset lag-actors`)", _lag,
                  keep=lambda r: r.get("preset") == "lag-actors")
 
 
@@ -101,13 +109,13 @@ def fig_lag_learning(results: str) -> list[Figure]:
     rows = [r for r in load("learning.jsonl", results)
             if r.get("preset") == "lag-learning" and complete(r) and r.get("final_mean") is not None]
     what = ("SAC-state cartpole_swingup, 100k env steps: final eval mean +- std over seeds, serial "
-            "runner (lag 0) against the service with 1 and 4 actors, with the lag bound (`bound "
-            "100`, the default until 2026-12-06) and without (`--preset lag-learning`)")
+            "runner (lag 0) against the service with 1 and 4 actors, each labelled with how its "
+            "actors were held: lag bound (`--max-policy-lag`) and actor lead (`--actor-lead`, "
+            "pacing; the default since 2026-12-06) (`--preset lag-learning`)")
     if not rows:
         return [(what, MISSING, "-")]
-    def label(r: Row) -> str:  # a service run with the lag bound on is another runner
-        bound = (r.get("config") or {}).get("learner", {}).get("max_policy_lag", 0)
-        return f"{r['runner']} bound {bound}" if bound else r["runner"]
+    def label(r: Row) -> str:  # a service run held otherwise is another runner
+        return r["runner"] if r["runner"] == "serial" else f"{r['runner']} ({pacing(r)})"
     parts = []
     for runner in sorted({label(r) for r in rows}, key=lambda x: (x.split()[0] != "serial", x)):
         runs = sorted((r["seed"], r["final_mean"]) for r in rows if label(r) == runner)
@@ -121,18 +129,23 @@ def fig_lag_learning(results: str) -> list[Figure]:
     return [(what, "; ".join(parts), f"`learning.jsonl` {commits}, {where}")]
 
 
-def _ratio(group: list[Row]) -> str:
-    """Updates run / owed along a run per lag bound and actor count (`--preset lag-ratio`)."""
-    return "; ".join(f"bound {r['max_policy_lag']}, {r['actors']} actor{'s' if r['actors'] > 1 else ''}: "
+def fig_ratio(results: str) -> list[Figure]:
+    """Updates run / owed along a run and lag p95 per hold and actor count (`--preset lag-ratio`):
+    the newest rows of each hold (lag bound, actor lead), since a new hold is run on its own."""
+    what = ("SAC-state cartpole_swingup, 20k env steps: updates run / owed at half and all of the "
+            "budget (1.0: the authors' loop), and policy lag p95 in updates, per hold (lag bound, "
+            "actor lead) and actor count (`--preset lag-ratio`)")
+    rows = [r for r in load("learning.jsonl", results) if r.get("preset") == "lag-ratio"]
+    picked = [r for hold in sorted({pacing(r) for r in rows}, reverse=True)
+              for r in newest([r for r in rows if pacing(r) == hold])]
+    if not picked:
+        return [(what, MISSING, "-")]
+    text = "; ".join(f"{pacing(r)}, {r['actors']} actor{'s' if r['actors'] > 1 else ''}: "
                      f"{r['updates_share'].get('50%')} / {r['updates_share'].get('100%')}, lag p95 "
-                     f"{r['policy_lag_updates_p95']:.0f}"
-                     for r in sorted(group, key=lambda r: (-r["max_policy_lag"], r["actors"])))
-
-
-fig_ratio = figure("learning.jsonl", "SAC-state cartpole_swingup, 20k env steps: updates run / "
-                   "owed at half and all of the budget (1.0: the authors' loop), and policy lag "
-                   "p95 in updates, per lag bound and actor count (`--preset lag-ratio`)", _ratio,
-                   keep=lambda r: r.get("preset") == "lag-ratio")
+                     f"{r['policy_lag_updates_p95']:.0f}" for r in picked)
+    commits = ", ".join(dict.fromkeys(r["commit"] for r in sorted(picked, key=lambda r: r["date"])))
+    where = source(picked, "learning.jsonl").split(" ", 2)[2]  # date and machine, after the commit
+    return [(what, text, f"`learning.jsonl` {commits}, {where}")]
 
 
 def _state_actor(group: list[Row]) -> str:

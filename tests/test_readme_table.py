@@ -119,10 +119,36 @@ def test_lag_learning_pools_the_seeds_of_every_commit(tmp_path):
         row("ccccccc+dirty", "2026-12-03T00:00", "serial", 2, 0.0),  # incomplete: left out
         row("bbbbbbb", "2026-12-02T02:00", "actors-4", 1, 650.0, machine_shared=True),
         row("bbbbbbb", "2026-12-02T03:00", "actors-4", 0, 200.0,
-            config={"learner": {"max_policy_lag": 100}})])  # with the lag bound: its own runner
+            config={"learner": {"max_policy_lag": 100}}),  # with the lag bound: its own runner
+        row("bbbbbbb", "2026-12-02T04:00", "actors-4", 2, 830.0,
+            config={"learner": {"actor_lead": 200}})])  # paced actors: their own runner too
     (_, figure, src), = T.fig_lag_learning(str(tmp_path))
     assert "serial 800 +- 100 (seeds 0, 1: 700, 900)" in figure
-    assert "actors-1 700 +- 100 (seeds 0, 1: 800, 600)" in figure
-    assert "actors-4 (seed 1: 650)" in figure  # one seed: no spread claimed
-    assert "actors-4 bound 100 (seed 0: 200)" in figure
+    assert "actors-1 (no bound, unpaced) 700 +- 100 (seeds 0, 1: 800, 600)" in figure
+    assert "actors-4 (no bound, unpaced) (seed 1: 650)" in figure  # one seed: no spread claimed
+    assert "actors-4 (bound 100, unpaced) (seed 0: 200)" in figure
+    assert "actors-4 (no bound, lead 200) (seed 2: 830)" in figure
     assert src.startswith("`learning.jsonl` aaaaaaa, bbbbbbb, 2026-12-01 00:00") and "shared" in src
+
+
+def test_lag_ratio_keeps_the_newest_rows_of_each_hold(tmp_path):
+    """A hold run later (actor pacing) does not hide the holds measured before it; a hold
+    re-measured shows only its newest commit."""
+    def row(commit, date, actors, share, bound=0, lead=0):
+        return {"bench": "learning", "preset": "lag-ratio", "commit": commit, "date": date,
+                "machine": MACHINE, "versions": VERSIONS, "actors": actors,
+                "max_policy_lag": bound, "policy_lag_updates_p95": 10.0 * actors,
+                "updates_share": {"50%": share, "100%": share},
+                "config": {"learner": {"max_policy_lag": bound, "actor_lead": lead}}}
+    write(tmp_path, "learning.jsonl", [
+        row("aaaaaaa", "2026-12-01T00:00", 1, 0.1, bound=100),
+        row("aaaaaaa", "2026-12-01T01:00", 1, 0.2),
+        row("bbbbbbb", "2026-12-02T00:00", 1, 0.3, lead=200),
+        row("bbbbbbb", "2026-12-02T01:00", 4, 0.4, lead=200),
+        row("ccccccc", "2026-12-03T00:00", 1, 0.5)])  # the unpaced hold again: replaces 0.2
+    (_, figure, src), = T.fig_ratio(str(tmp_path))
+    assert figure == ("no bound, unpaced, 1 actor: 0.5 / 0.5, lag p95 10; "
+                      "no bound, lead 200, 1 actor: 0.3 / 0.3, lag p95 10; "
+                      "no bound, lead 200, 4 actors: 0.4 / 0.4, lag p95 40; "
+                      "bound 100, unpaced, 1 actor: 0.1 / 0.1, lag p95 10"), figure
+    assert src.startswith("`learning.jsonl` aaaaaaa, bbbbbbb, ccccccc, 2026-12-01 00:00"), src
