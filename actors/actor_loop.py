@@ -34,6 +34,7 @@ import zmq
 
 from actors.envs import make_vec_env
 from actors.envs.base import FIRST, VecEnv
+from actors.grant_gate import GrantGate
 from actors.no_reply import FIRST_WARNING_S, NoReplyWarner
 from actors.policy import ActorPolicy
 from actors.sender import StreamSender
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 MAX_EPISODES_PER_STATS = 1000  # the protocol's cap on meta.episodes
 LANE_B_SEED_OFFSET = 250  # lane B's random-phase action generator: seed + 250 (lane A: seed)
 OWED_HELLO_WAIT_MS = 1000  # how long an owed hello waits for room in the data queue, per step
-GRANT_WAIT_S = 5.0  # waited this long at a grant with no new one: unpaced until the next grant
 
 
 class ActorLoop:
@@ -112,7 +112,7 @@ class ActorLoop:
         # cancel it (they only reset the silence timer).
         self._hello_owed = False
         self._out_seq = 0  # seq of hello / stats / eval_result messages
-        self._upto: int | None = None  # the learner's grant: streams may run to this record
+        self.gate = GrantGate(actor_id)  # the learner's pacing (actors/grant_gate.py)
 
     # ------------------------------------------------------------------ the run
     def run(self, max_agent_steps: int | None = None,
@@ -237,8 +237,10 @@ class ActorLoop:
             meter.record(batch.reward, batch.flags)
             stepper.settle(meter)  # the worker is idle from here: weights and eval may touch
             self._receive(timeout_ms=0)  # the module
-            if self._upto is not None and sender.next_index >= self._upto:
-                self._await_grant(sender, meter, should_stop)
+            if self.gate.holds(sender.next_index):  # at the grant: flush, then wait for more
+                sender.flush(self.policy.version)
+                meter.grant_wait_s += self.gate.wait(lambda: sender.next_index, self._receive,
+                                                     lambda: self._stop or should_stop())
             now = time.monotonic()
             if now - last_stats >= self.stats_every_s:
                 self._send_stats(meter, sender, env, now - last_stats)
@@ -258,19 +260,6 @@ class ActorLoop:
         sender.flush(policy.version)
         self._send_stats(meter, sender, env, time.monotonic() - last_stats)
         return reason
-
-    def _await_grant(self, sender: StreamSender, meter: Meter,
-                     should_stop: Callable[[], bool]) -> None:
-        """At the learner's grant: send the partial chunk (the learner needs it to move on) and
-        wait for the next grant, a stop, or GRANT_WAIT_S (then unpaced until the next grant)."""
-        sender.flush(self.policy.version)
-        start = time.monotonic()
-        while self._upto is not None and sender.next_index >= self._upto and not self._stop:
-            if time.monotonic() - start > GRANT_WAIT_S or should_stop():
-                self._upto = None
-                break
-            self._receive(timeout_ms=50)
-        meter.grant_wait_s += time.monotonic() - start
 
     # ------------------------------------------------------------------ messages
     def _send(self, msg: P.Message) -> None:
@@ -294,7 +283,7 @@ class ActorLoop:
             log.info("actor %d: a new learner process is broadcasting; saying hello",
                      self.actor_id)
             self._hello_owed = True  # the main loop says hello until one is sent
-        self._run, self._upto = run, None  # grants were that learner's
+        self._run, self.gate.upto = run, None  # grants were that learner's
 
     def _handle(self, msg: P.Message) -> None:
         # Called between steps only (the overlap worker is idle): every lane's policy view gets
@@ -303,9 +292,11 @@ class ActorLoop:
         # learner with another module), and correct.
         if msg.kind in (P.POLICY, P.WEIGHTS, P.GRANT):
             self._check_run(msg)
-        if msg.kind == P.GRANT:  # how far this actor may run its streams (absent: not paced)
-            mine = np.flatnonzero(msg.arrays["actors"] == self.actor_id)
-            self._upto = int(msg.arrays["upto"][mine[0]]) if mine.size else None
+        if msg.kind == P.GRANT and self.gate.on_grant(
+                msg, self.policy.version if self.policy.ready else None, time.monotonic()):
+            log.info("actor %d: missed weights %d (holds %d); asking for the policy",
+                     self.actor_id, msg.version, self.policy.version)
+            self._hello_owed = True  # the main loop says hello until one is sent
         elif msg.kind == P.POLICY:
             if (not self.policy.ready or msg.version != self.policy.version
                     or msg.meta["random"] != self.policy.random):

@@ -17,8 +17,12 @@ exceed `weights_every` plus the ratio's slack's complement so that the actors ke
 the learner trains (2 x weights_every by default).
 
 Grants go out after each weights broadcast and, while the learner has no update to run, every
-`every_s` (PUB is lossy, and a dead actor's share is re-split at the next one), the random phase
-included (it grants the rest of the phase and the lead at once). None go out while a resume
+`every_s` if they changed, or every `resend_s` if not (PUB is lossy, and a dead actor's share is
+re-split at the next one), the random phase included (it grants the rest of the phase and the
+lead at once). Unchanged grants are not re-sent faster: a flood of them would crowd the weights
+out of a slow actor's bounded SUB queue (PUB drops the newest message at the high-water mark;
+measured with 8 actors on 2 cores and grants every 50 ms: the actors' weights fell 9 versions
+behind). None go out while a resume
 refills the replay (it admits everything) or after the budget (the receiver holds the actors). An actor missing from a grant (new to this learner process: not yet
 read from) is not paced until it is; an actor that waits `actors.actor_loop.GRANT_WAIT_S`
 without a grant drops pacing until the next one, so a lost learner never holds it for good (the
@@ -34,24 +38,35 @@ from typing import Any
 class Pacer:
     """Grant arithmetic and timing: a pure object (the service publishes what it returns)."""
 
-    def __init__(self, lead_updates: int, every_s: float = 0.05) -> None:
+    def __init__(self, lead_updates: int, every_s: float = 0.05, resend_s: float = 1.0) -> None:
         if lead_updates < 0:
             raise ValueError(f"lead_updates must be >= 0 (0: no pacing); got {lead_updates}")
         self.lead = int(lead_updates)
-        self.every_s = float(every_s)
-        self.sent_at = -math.inf
+        self.every_s, self.resend_s = float(every_s), float(resend_s)
+        self.sent_at = self.checked_at = -math.inf
         self.sent = 0
+        self._last: tuple[list[int], list[int]] = ([], [])
 
     @property
     def on(self) -> bool:
         return self.lead > 0
 
     def due(self, now: float, idle: bool) -> bool:
-        """Whether to re-send grants now: while the learner is idle, every `every_s`."""
-        return self.on and idle and now - self.sent_at >= self.every_s
+        """Whether to look at the grants again now: while the learner is idle, every `every_s`."""
+        return self.on and idle and now - self.checked_at >= self.every_s
+
+    def worth_sending(self, actors: list[int], upto: list[int], now: float, fresh: bool) -> bool:
+        """A grant goes out when it is `fresh` (new weights went out just before it), changed,
+        or `resend_s` old (a lost one is replaced); records it as sent if so."""
+        self.checked_at = now
+        if not actors or (not fresh and (actors, upto) == self._last
+                          and now - self.sent_at < self.resend_s):
+            return False
+        self.sent_at, self.sent, self._last = now, self.sent + 1, (actors, upto)
+        return True
 
     def grants(self, positions: dict[int, tuple[int, int]], admissible: int | None,
-               agent_steps: int, now: float) -> tuple[list[int], list[int]]:
+               agent_steps: int) -> tuple[list[int], list[int]]:
         """(actor ids, stream indices they may run to). positions: actor -> (its streams'
         furthest record taken, its number of streams), for the actors to pace; admissible: the
         agent steps the replay ratio admits at `lead` updates from now (None: no ratio, no
@@ -61,17 +76,17 @@ class Pacer:
         envs = sum(n for _, n in positions.values())
         share = -(-max(0, admissible - int(agent_steps)) // max(1, envs))  # records per stream
         actors = sorted(positions)
-        self.sent_at, self.sent = now, self.sent + 1
         return actors, [positions[a][0] + share for a in actors]
 
-    def publish(self, receiver: Any, trainer: Any, broadcaster: Any, version: int) -> None:
+    def publish(self, receiver: Any, trainer: Any, broadcaster: Any, version: int,
+                fresh: bool = False) -> None:
         """Grant the actors heard from recently what `lead` updates from now admits (none while
-        a resume refills the replay, or after the budget)."""
+        a resume refills the replay, or after the budget); `fresh`: right after a broadcast."""
         if not self.on or trainer.refilling or receiver.budget_reached.is_set():
             return
         live = receiver.actors()
         positions = {a: p for a, p in receiver.ledger.positions().items() if a in live}
         actors, upto = self.grants(positions, trainer.ratio.admissible(trainer.updates + self.lead),
-                                   receiver.agent_steps, time.monotonic())
-        if actors:
+                                   receiver.agent_steps)
+        if self.worth_sending(actors, upto, time.monotonic(), fresh):
             broadcaster.publish_grant(version, actors, upto)

@@ -269,7 +269,7 @@ class LearnerService:
             self.version_env_steps.pop(next(iter(self.version_env_steps)))
         self.broadcaster.publish_weights(self.sac, self.version)
         self.broadcast_at = self.trainer.updates
-        self.pacer.publish(self.receiver, self.trainer, self.broadcaster, self.version)  # pacing
+        self.pacer.publish(self.receiver, self.trainer, self.broadcaster, self.version, fresh=True)
 
     def _evaluate(self) -> None:
         assert self.receiver is not None

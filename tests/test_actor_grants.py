@@ -1,12 +1,15 @@
 """An ActorLoop paced by the learner's grants (learner/pacing.py, actors/actor_loop.py), against the
 fake learner on loopback: it stops exactly at its grant with every record sent (the partial
 chunk flushed), resumes at the next grant, is not paced by a grant for other actors, drops a
-learner process's grants when a new one broadcasts, and stops pacing after GRANT_WAIT_S without one."""
+learner process's grants when a new one broadcasts, stops pacing after GRANT_WAIT_S without one,
+and asks for the policy when a grant shows weights it missed."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-import actors.actor_loop as actor_loop
+import actors.grant_gate as grant_gate
+from actors.grant_gate import GrantGate
 from fpac_async.wire import protocol as P
 from test_actor_loop import _run_actor
 from test_actor_service import FakeLearner
@@ -71,12 +74,12 @@ def test_an_actor_stops_at_its_grant_with_every_record_sent_and_resumes_at_the_n
 
 
 def test_an_actor_left_without_a_grant_stops_pacing_after_the_wait(monkeypatch) -> None:
-    monkeypatch.setattr(actor_loop, "GRANT_WAIT_S", 0.5)
+    monkeypatch.setattr(grant_gate, "GRANT_WAIT_S", 0.5)
     learner = GrantingLearner([10])
     try:
         thread, result = _run_actor(learner, steps=10**6)
         learner.pump(lambda f: min(ends(f).values(), default=0) >= 40, timeout_s=20)
-        assert result["loop"]._upto is None
+        assert result["loop"].gate.upto is None
     finally:
         finish(learner, thread, result)
 
@@ -85,7 +88,7 @@ def test_an_actor_left_without_a_grant_stops_pacing_after_the_wait(monkeypatch) 
 def test_a_grant_from_a_new_learner_process_is_dropped_with_that_learners_grants(
         run, monkeypatch) -> None:
     """A broadcast with another run id (a restarted learner) clears the old learner's grant."""
-    monkeypatch.setattr(actor_loop, "GRANT_WAIT_S", 600.0)  # only the new run can release it
+    monkeypatch.setattr(grant_gate, "GRANT_WAIT_S", 600.0)  # only the new run can release it
     learner = GrantingLearner([12])
     try:
         thread, result = _run_actor(learner, steps=10**6)
@@ -98,5 +101,37 @@ def test_a_grant_from_a_new_learner_process_is_dropped_with_that_learners_grants
             learner.publish(P.weights_message(learner.seq, 1, learner.flat, learner.layout,
                                               run=run))
             learner.pump(lambda f: min(ends(f).values()) >= 40)
+    finally:
+        finish(learner, thread, result)
+
+
+def test_the_gate_keeps_its_own_grant_and_sees_missed_weights_at_most_every_resync_s() -> None:
+    gate = GrantGate(actor_id=3)
+    grant = P.grant_message(0, 7, actors=[1, 3], upto=[50, 80])
+    assert not gate.on_grant(grant, held_version=7, now=0.0) and gate.upto == 80
+    assert gate.holds(80) and not gate.holds(79)
+    assert not gate.on_grant(P.grant_message(1, 7, [1], [9]), 7, 0.0) and gate.upto is None
+    assert not gate.holds(10**9)  # a grant for others only: not paced
+    assert not gate.on_grant(grant, held_version=None, now=1.0)  # no policy yet: nothing missed
+    assert gate.on_grant(grant, held_version=6, now=2.0)  # version 7 granted, 6 held: missed
+    assert not gate.on_grant(grant, held_version=6, now=2.0 + grant_gate.RESYNC_EVERY_S)
+    assert gate.on_grant(grant, held_version=6, now=2.1 + grant_gate.RESYNC_EVERY_S)
+
+
+def test_an_actor_that_missed_weights_asks_for_the_policy_and_acts_with_it() -> None:
+    """The weights of version 4 never reach the actor (as when PUB drops them at a full SUB
+    queue); the next grant says version 4: the actor says hello, and the re-published policy
+    (the fake learner answers each hello with it) brings the actor to version 4."""
+    learner = GrantingLearner([10**6])
+    try:
+        thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: len(f.messages[P.STEPS]) >= 2)
+        hellos = len(learner.messages[P.HELLO])
+        learner.version, learner.random = 4, False
+        learner.flat = (learner.flat * np.float32(0.5)).astype(np.float32)  # unsent weights
+        learner.grant([10**6], [ACTOR])
+        learner.pump(lambda f: any((m.arrays["version"] == 4).any() for m in f.messages[P.STEPS]))
+        assert len(learner.messages[P.HELLO]) > hellos
+        assert result["loop"].policy.version == 4 and not result["loop"].policy.random
     finally:
         finish(learner, thread, result)

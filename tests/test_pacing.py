@@ -32,22 +32,20 @@ def test_grants_split_what_the_lead_admits_over_every_stream() -> None:
     pacer = Pacer(lead_updates=200)
     # Actor 1 has 2 envs (furthest record taken: 40), actor 3 one env (at 90); 1264 admissible
     # at lead, 1100 taken: 164 agent steps over 3 streams -> ceil(164 / 3) = 55 records each.
-    actors, upto = pacer.grants({3: (90, 1), 1: (40, 2)}, admissible=1264, agent_steps=1100,
-                                now=5.0)
+    actors, upto = pacer.grants({3: (90, 1), 1: (40, 2)}, admissible=1264, agent_steps=1100)
     assert actors == [1, 3] and upto == [40 + 55, 90 + 55]
-    assert pacer.sent == 1 and pacer.sent_at == 5.0
     # The learner ahead of what the lead admits: nothing more, actors wait at what was taken.
-    assert pacer.grants({1: (40, 2)}, admissible=900, agent_steps=1100, now=6.0) == ([1], [40])
+    assert pacer.grants({1: (40, 2)}, admissible=900, agent_steps=1100) == ([1], [40])
     # The same lead, more actors: the same records in flight in all (the lag stays flat).
-    one = Pacer(100).grants({0: (0, 1)}, 400, 0, 0.0)[1]
-    four = Pacer(100).grants({a: (0, 1) for a in range(4)}, 400, 0, 0.0)[1]
+    one = Pacer(100).grants({0: (0, 1)}, 400, 0)[1]
+    four = Pacer(100).grants({a: (0, 1) for a in range(4)}, 400, 0)[1]
     assert sum(one) == 400 and sum(four) == 400
 
 
 def test_no_grants_without_a_lead_a_ratio_or_an_actor() -> None:
-    assert Pacer(0).grants({1: (5, 1)}, 100, 0, 0.0) == ([], [])
-    assert Pacer(10).grants({1: (5, 1)}, None, 0, 0.0) == ([], [])
-    assert Pacer(10).grants({}, 100, 0, 0.0) == ([], [])
+    assert Pacer(0).grants({1: (5, 1)}, 100, 0) == ([], [])
+    assert Pacer(10).grants({1: (5, 1)}, None, 0) == ([], [])
+    assert Pacer(10).grants({}, 100, 0) == ([], [])
     with pytest.raises(ValueError):
         Pacer(-1)
 
@@ -55,9 +53,23 @@ def test_no_grants_without_a_lead_a_ratio_or_an_actor() -> None:
 def test_due_only_while_idle_and_every_every_s() -> None:
     pacer = Pacer(50, every_s=0.5)
     assert pacer.due(0.0, idle=True) and not pacer.due(0.0, idle=False)
-    pacer.grants({1: (0, 1)}, 100, 0, now=10.0)
+    pacer.worth_sending([1], [10], now=10.0, fresh=False)
     assert not pacer.due(10.4, idle=True) and pacer.due(10.5, idle=True)
     assert not Pacer(0).due(99.0, idle=True)
+
+
+def test_an_unchanged_grant_is_resent_only_after_resend_s() -> None:
+    """An idle learner looks every 50 ms, but re-sends the same grant only once a second: a
+    flood of grants would crowd the weights out of a slow actor's SUB queue."""
+    pacer = Pacer(50, every_s=0.05, resend_s=1.0)
+    assert pacer.worth_sending([1, 2], [10, 20], now=0.0, fresh=False)
+    assert not pacer.worth_sending([1, 2], [10, 20], now=0.5, fresh=False)  # the same: kept
+    assert pacer.worth_sending([1, 2], [10, 21], now=0.55, fresh=False)  # changed: sent
+    assert not pacer.worth_sending([1, 2], [10, 21], now=1.5, fresh=False)
+    assert pacer.worth_sending([1, 2], [10, 21], now=1.55, fresh=False)  # a lost one replaced
+    assert pacer.worth_sending([1, 2], [10, 21], now=1.6, fresh=True)  # after new weights
+    assert not pacer.worth_sending([], [], now=9.0, fresh=True)  # nobody to pace
+    assert pacer.sent == 4 and pacer.sent_at == 1.6
 
 
 def test_ledger_positions_are_each_actors_furthest_stream_and_restart_with_it() -> None:
