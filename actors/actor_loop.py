@@ -35,6 +35,7 @@ import zmq
 from actors.envs import make_vec_env
 from actors.envs.base import FIRST, VecEnv
 from actors.grant_gate import GrantGate
+from actors.inbox import Inbox
 from actors.no_reply import FIRST_WARNING_S, NoReplyWarner
 from actors.policy import ActorPolicy
 from actors.sender import StreamSender
@@ -44,8 +45,7 @@ from fpac_async.wire.auth import client_keys_from_env, secure_client
 from fpac_async.config import EnvConfig
 from fpac_async.settings import run_settings
 from fpac_async.wire.transport import (DATA_SOCKET_BUFFER, STATE_SOCKET_BUFFER, RejectCounter,
-                                       actor_endpoints, push_socket, receive_all, send_message,
-                                       sub_socket)
+                                       actor_endpoints, push_socket, send_message, sub_socket)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class ActorLoop:
         secure = secure_client(client_keys_from_env())  # CURVE keys from fpac-actors --auth
         # SUB first: a policy published in answer to our first hello must find us subscribed.
         self.sub = sub_socket(ctx, self.endpoints.pub, secure=secure)
+        self.inbox = Inbox(self.sub, self.rejects)  # read even while a send blocks
         self.push = push_socket(ctx, self.endpoints.data, sndbuf=DATA_SOCKET_BUFFER if self.render
                                 else STATE_SOCKET_BUFFER,  # records in flight = policy lag
                                 secure=secure)
@@ -263,11 +264,11 @@ class ActorLoop:
 
     # ------------------------------------------------------------------ messages
     def _send(self, msg: P.Message) -> None:
-        send_message(self.push, msg)  # blocking: a full SNDHWM queue is the backpressure
+        self.inbox.send(self.push, msg)  # blocks while the queue is full (backpressure)
 
     def _receive(self, timeout_ms: int) -> None:
         """Handle every message that is waiting (or arrives within timeout_ms for the first)."""
-        receive_all(self.sub, timeout_ms, self._on_broadcast, self.rejects, "learner broadcast")
+        self.inbox.receive(timeout_ms, self._on_broadcast)  # what came while sending first
 
     def _on_broadcast(self, msg: P.Message) -> None:
         self._last_heard = time.monotonic()

@@ -16,17 +16,17 @@ flight, however many actors share them, so the lag stays flat in the actor count
 exceed `weights_every` plus the ratio's slack's complement so that the actors keep acting while
 the learner trains (2 x weights_every by default).
 
-Grants go out after each weights broadcast and, while the learner has no update to run, every
-`every_s` if they changed, or every `resend_s` if not (PUB is lossy, and a dead actor's share is
-re-split at the next one), the random phase included (it grants the rest of the phase and the
-lead at once). Unchanged grants are not re-sent faster: a flood of them would crowd the weights
-out of a slow actor's bounded SUB queue (PUB drops the newest message at the high-water mark;
-measured with 8 actors on 2 cores and grants every 50 ms: the actors' weights fell 9 versions
-behind). None go out while a resume
-refills the replay (it admits everything) or after the budget (the receiver holds the actors). An actor missing from a grant (new to this learner process: not yet
-read from) is not paced until it is; an actor that waits `actors.actor_loop.GRANT_WAIT_S`
-without a grant drops pacing until the next one, so a lost learner never holds it for good (the
-bounded queues still do).
+Grants go out after each weights broadcast and, while the learner has no update to run, once
+it has run `lead // 4` updates since the last grant (new room for the actors), else every
+`resend_s` (PUB is lossy, and a dead actor's share is re-split at the next one), the random phase
+included (it grants the rest of the phase and the lead at once). They are not re-sent as often as
+the positions change (each chunk taken): with 8 actors on 2 cores, grants every 50 ms crowded the
+weights out of the actors' SUB queues (lag p95 980 updates against 190-199 for 1-4 actors,
+bench_learning.py --preset lag-actors at b9f74b1). None go out while a resume refills the replay
+(it admits everything) or after the budget (the receiver holds the actors). An actor missing from
+a grant (new to this learner process: not yet read from) is not paced until it is; an actor that
+waits `actors.grant_gate.GRANT_WAIT_S` without a grant drops pacing until the next one, so a lost
+learner never holds it for good (the bounded queues still do).
 """
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ class Pacer:
             raise ValueError(f"lead_updates must be >= 0 (0: no pacing); got {lead_updates}")
         self.lead = int(lead_updates)
         self.every_s, self.resend_s = float(every_s), float(resend_s)
+        self.quantum = max(1, self.lead // 4)  # updates that make a new grant worth sending
         self.sent_at = self.checked_at = -math.inf
-        self.sent = 0
-        self._last: tuple[list[int], list[int]] = ([], [])
+        self.sent, self.sent_updates = 0, -math.inf
 
     @property
     def on(self) -> bool:
@@ -55,14 +55,15 @@ class Pacer:
         """Whether to look at the grants again now: while the learner is idle, every `every_s`."""
         return self.on and idle and now - self.checked_at >= self.every_s
 
-    def worth_sending(self, actors: list[int], upto: list[int], now: float, fresh: bool) -> bool:
-        """A grant goes out when it is `fresh` (new weights went out just before it), changed,
-        or `resend_s` old (a lost one is replaced); records it as sent if so."""
+    def worth_sending(self, actors: list[int], updates: int, now: float, fresh: bool) -> bool:
+        """A grant goes out when it is `fresh` (new weights went out just before it), when the
+        learner ran `quantum` updates since the last one, or `resend_s` after it (a lost one is
+        replaced); records it as sent if so."""
         self.checked_at = now
-        if not actors or (not fresh and (actors, upto) == self._last
-                          and now - self.sent_at < self.resend_s):
+        if not actors or not (fresh or updates - self.sent_updates >= self.quantum
+                              or now - self.sent_at >= self.resend_s):
             return False
-        self.sent_at, self.sent, self._last = now, self.sent + 1, (actors, upto)
+        self.sent_at, self.sent, self.sent_updates = now, self.sent + 1, updates
         return True
 
     def grants(self, positions: dict[int, tuple[int, int]], admissible: int | None,
@@ -88,5 +89,5 @@ class Pacer:
         positions = {a: p for a, p in receiver.ledger.positions().items() if a in live}
         actors, upto = self.grants(positions, trainer.ratio.admissible(trainer.updates + self.lead),
                                    receiver.agent_steps)
-        if self.worth_sending(actors, upto, time.monotonic(), fresh):
+        if self.worth_sending(actors, trainer.updates, time.monotonic(), fresh):
             broadcaster.publish_grant(version, actors, upto)

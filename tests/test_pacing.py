@@ -53,23 +53,25 @@ def test_no_grants_without_a_lead_a_ratio_or_an_actor() -> None:
 def test_due_only_while_idle_and_every_every_s() -> None:
     pacer = Pacer(50, every_s=0.5)
     assert pacer.due(0.0, idle=True) and not pacer.due(0.0, idle=False)
-    pacer.worth_sending([1], [10], now=10.0, fresh=False)
+    pacer.worth_sending([1], 0, now=10.0, fresh=False)
     assert not pacer.due(10.4, idle=True) and pacer.due(10.5, idle=True)
     assert not Pacer(0).due(99.0, idle=True)
 
 
-def test_an_unchanged_grant_is_resent_only_after_resend_s() -> None:
-    """An idle learner looks every 50 ms, but re-sends the same grant only once a second: a
-    flood of grants would crowd the weights out of a slow actor's SUB queue."""
-    pacer = Pacer(50, every_s=0.05, resend_s=1.0)
-    assert pacer.worth_sending([1, 2], [10, 20], now=0.0, fresh=False)
-    assert not pacer.worth_sending([1, 2], [10, 20], now=0.5, fresh=False)  # the same: kept
-    assert pacer.worth_sending([1, 2], [10, 21], now=0.55, fresh=False)  # changed: sent
-    assert not pacer.worth_sending([1, 2], [10, 21], now=1.5, fresh=False)
-    assert pacer.worth_sending([1, 2], [10, 21], now=1.55, fresh=False)  # a lost one replaced
-    assert pacer.worth_sending([1, 2], [10, 21], now=1.6, fresh=True)  # after new weights
-    assert not pacer.worth_sending([], [], now=9.0, fresh=True)  # nobody to pace
-    assert pacer.sent == 4 and pacer.sent_at == 1.6
+def test_a_grant_goes_out_fresh_after_a_quantum_of_updates_or_once_a_second() -> None:
+    """An idle learner looks every 50 ms, but grants anew only when it has run lead // 4
+    updates since the last grant (room for the actors), after new weights, or a second on: a
+    grant for every chunk taken would crowd the weights out of a slow actor's SUB queue."""
+    pacer = Pacer(200, every_s=0.05, resend_s=1.0)  # quantum 50
+    assert pacer.worth_sending([1, 2], updates=0, now=0.0, fresh=False)
+    assert not pacer.worth_sending([1, 2], updates=49, now=0.5, fresh=False)
+    assert pacer.worth_sending([1, 2], updates=50, now=0.55, fresh=False)  # a quantum run
+    assert not pacer.worth_sending([1, 2], updates=60, now=1.5, fresh=False)
+    assert pacer.worth_sending([1, 2], updates=60, now=1.55, fresh=False)  # a lost one replaced
+    assert pacer.worth_sending([1, 2], updates=61, now=1.6, fresh=True)  # after new weights
+    assert not pacer.worth_sending([], updates=999, now=9.0, fresh=True)  # nobody to pace
+    assert pacer.sent == 4 and pacer.sent_at == 1.6 and pacer.sent_updates == 61
+    assert Pacer(3).quantum == 1
 
 
 def test_ledger_positions_are_each_actors_furthest_stream_and_restart_with_it() -> None:

@@ -1,0 +1,66 @@
+"""The actor's side of the learner's PUB socket: broadcasts are read even while the actor is
+blocked sending, so PUB never drops the weights of an actor held by backpressure.
+
+PUB drops the NEWEST message for a subscriber whose queue is full (SNDHWM + RCVHWM messages,
+fpac_async/wire/transport.py). An actor blocked in a send while the learner throttles read
+nothing, so a few grants or weights queued for it pushed the next weights out, and it went on
+acting with an old policy until the next broadcast (measured: 8 paced actors on 2 cores, their
+policy 4-9 versions behind the learner's, issue 19). `send` waits for room on the PUSH socket
+and meanwhile moves every broadcast into `held`; the actor handles them between steps, in order,
+as if they had just arrived. Held messages are conflated: a newer `weights`, `policy` or `grant`
+replaces a held one of its kind (each is complete: the newest is all that matters), `eval`
+requests are for evaluators and dropped, so what is held stays a few messages whatever the wait.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import zmq
+
+from fpac_async.wire import protocol as P
+from fpac_async.wire.transport import RejectCounter, receive_all, send_message
+
+Handle = Callable[[P.Message], None]
+LATEST_ONLY = (P.WEIGHTS, P.POLICY, P.GRANT)
+
+
+class Inbox:
+    """Broadcasts read from `sub`, held while the actor cannot handle them."""
+
+    def __init__(self, sub: zmq.Socket, rejects: RejectCounter, source: str = "learner broadcast"):
+        self.sub, self.rejects, self.source = sub, rejects, source
+        self.held: list[P.Message] = []
+        self._pollers: dict[zmq.Socket, zmq.Poller] = {}
+
+    def hold(self, msg: P.Message) -> None:
+        if msg.kind == P.EVAL:
+            return
+        if msg.kind in LATEST_ONLY:
+            self.held = [m for m in self.held if m.kind != msg.kind]
+        self.held.append(msg)
+
+    def receive(self, timeout_ms: int, handle: Handle) -> None:
+        """Handle what is held, then every message waiting on SUB (or arriving within
+        timeout_ms for the first, if nothing was held)."""
+        held, self.held = self.held, []
+        for msg in held:
+            handle(msg)
+        receive_all(self.sub, 0 if held else timeout_ms, handle, self.rejects, self.source)
+
+    def send(self, push: zmq.Socket, msg: P.Message, poll_ms: int = 100) -> None:
+        """Send on `push`, blocking while its queue is full (the backpressure), reading SUB into
+        `held` meanwhile."""
+        poller = self._pollers.get(push)
+        if poller is None:
+            poller = self._pollers[push] = zmq.Poller()
+            poller.register(push, zmq.POLLOUT)
+            poller.register(self.sub, zmq.POLLIN)
+        while True:
+            try:
+                send_message(push, msg, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+            ready = dict(poller.poll(poll_ms))
+            if self.sub in ready:
+                receive_all(self.sub, 0, self.hold, self.rejects, self.source)
