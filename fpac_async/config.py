@@ -157,9 +157,9 @@ class LearnerConfig:
     max_policy_lag: int = 0
     """No record acted by a policy older than this many updates is trained on (learner/lag_bound.py;
     costs the replay ratio along a run: lag-ratio bench); 0 (default): no bound."""
-    actor_lead: int = 200
+    actor_lead: int = 50
     """Actors step at most this many updates' worth of records ahead of the learner, however many
-    they are (grants, learner/pacing.py); 0: off, only full queues hold them."""
+    they are (grants, learner/pacing.py); 0: off. Raise it for a very fast learner."""
     wait_for_actors: int = 0
     """A new run's first policy waits until this many actors said hello (all start together);
     0: none. A resumed run never waits."""

@@ -11,22 +11,28 @@ stream indices; docs/INTERFACES.md). The agent steps the replay ratio admits by 
 now, less those already taken, are split evenly over the envs of the actors heard from recently;
 actor a may run its streams to (the furthest record of a's streams taken) + (that share). An
 actor that reaches its grant flushes its partial chunk and waits for the next
-(actors/actor_loop.py). At most about U / ratio agent steps (plus one record per env) are then in
-flight, however many actors share them, so the lag stays flat in the actor count; U should
-exceed `weights_every` plus the ratio's slack's complement so that the actors keep acting while
-the learner trains (2 x weights_every by default).
+(actors/grant_gate.py). At most about (U + slack) / ratio agent steps (plus one record per env)
+are then in flight, however many actors share them, so the lag stays flat in the actor count:
+about U + weights_every updates where the learner is the bottleneck. The default U = 50 was
+chosen by measurement: 8 actors on 2 cores (point_reach, weights every 100) had lag p95 144-177
+updates with U = 50 against 333-390 with U = 200, at the same 36-38 env steps/s (debug runs;
+the lag-actors rows of bench/results/learning.jsonl are the recorded figures).
 
-Grants go out after each weights broadcast and, while the learner has no update to run, once
-it has run `lead // 4` updates since the last grant (new room for the actors), else every
-`resend_s` (PUB is lossy, and a dead actor's share is re-split at the next one), the random phase
-included (it grants the rest of the phase and the lead at once). They are not re-sent as often as
-the positions change (each chunk taken): with 8 actors on 2 cores, grants every 50 ms crowded the
-weights out of the actors' SUB queues (lag p95 980 updates against 190-199 for 1-4 actors,
-bench_learning.py --preset lag-actors at b9f74b1). None go out while a resume refills the replay
-(it admits everything) or after the budget (the receiver holds the actors). An actor missing from
-a grant (new to this learner process: not yet read from) is not paced until it is; an actor that
-waits `actors.grant_gate.GRANT_WAIT_S` without a grant drops pacing until the next one, so a lost
-learner never holds it for good (the bounded queues still do).
+Grants go out after each weights broadcast, once the learner has run `lead // 4` updates since
+the last grant (new room for the actors), and at least every `resend_s` (PUB is lossy, a dead
+actor's share is re-split at the next one, and an actor named by no grant for a while steps
+unpaced), the random phase included (it grants the rest of the phase and the lead at once). They
+are not sent for every chunk taken: a flood of grants can push the weights out of a slow
+actor's bounded SUB queue (PUB drops the newest message at the high-water mark). None go out
+while a resume refills the replay (it admits everything) or after the budget (the receiver
+holds the actors). An actor never named by a grant (new to this learner process: not yet read
+from) is not paced until it is; one left out of a grant keeps its last grant; one that no grant
+has named for `actors.grant_gate.GRANT_WAIT_S` steps unpaced until one does, so a lost learner
+never holds it for good (the bounded queues still do). That wait is long on purpose: a paced
+actor's wait at its grant is normally the time the records in flight take to turn over at the
+learner's update rate, about 6 s with 8 actors at 35 updates/s on 2 cores; at b9f74b1 a 5 s
+fallback counted from the start of each wait let those actors step unpaced, and their lag p95
+was 980 updates against 190-199 for 1-4 actors (`bench_learning.py --preset lag-actors`).
 """
 from __future__ import annotations
 
@@ -51,9 +57,9 @@ class Pacer:
     def on(self) -> bool:
         return self.lead > 0
 
-    def due(self, now: float, idle: bool) -> bool:
-        """Whether to look at the grants again now: while the learner is idle, every `every_s`."""
-        return self.on and idle and now - self.checked_at >= self.every_s
+    def due(self, now: float) -> bool:
+        """Whether to look at the grants again now: every `every_s`."""
+        return self.on and now - self.checked_at >= self.every_s
 
     def worth_sending(self, actors: list[int], updates: int, now: float, fresh: bool) -> bool:
         """A grant goes out when it is `fresh` (new weights went out just before it), when the

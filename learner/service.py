@@ -213,7 +213,7 @@ class LearnerService:
                     0.8 * self._s_per_update + 0.2 * per_update)
             if trainer.updates - self.broadcast_at >= self.weights_every:
                 self._broadcast()
-            elif not stats and self.pacer.due(time.monotonic(), idle=True):  # actors may wait
+            elif self.pacer.due(time.monotonic()):  # actors may be waiting at their grants
                 self.pacer.publish(r, trainer, self.broadcaster, self.version)
             if trainer.updates - self.ckpt_at >= cfg.learner.checkpoint_every:
                 self._checkpoint()

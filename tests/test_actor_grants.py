@@ -56,13 +56,14 @@ def test_an_actor_stops_at_its_grant_with_every_record_sent_and_resumes_at_the_n
         learner.drain(quiet_ms=300)  # waiting at the grant: nothing more comes (stats aside)
         assert ends(learner) == {0: 21, 1: 21} and thread.is_alive()
         assert [len(m.arrays["flags"]) for m in learner.records(ACTOR)[0]] == [8, 8, 5]
-        learner.grant([200], [2])  # another actor's only: this one is no longer paced
-        learner.pump(lambda f: min(ends(f).values()) >= 60)
-        learner.grant([70], [ACTOR])  # it stops at 70, or at once if it is past 70 already
+        learner.grant([200], [2])  # another actor's only: this one keeps its grant
         learner.drain(quiet_ms=300)
+        assert ends(learner) == {0: 21, 1: 21}
+        learner.grant([70], [ACTOR])  # it runs on to 70 and stops there
+        learner.pump(lambda f: ends(f) == {0: 70, 1: 70})
+        learner.drain(quiet_ms=300)
+        assert ends(learner) == {0: 70, 1: 70}
         stopped = ends(learner)
-        learner.drain(quiet_ms=300)
-        assert ends(learner) == stopped and stopped[0] == stopped[1] >= 70
         learner.grant([stopped[0] + 9], [ACTOR])
         learner.pump(lambda f: ends(f) == {0: stopped[0] + 9, 1: stopped[0] + 9})
         learner.drain(quiet_ms=300)
@@ -73,11 +74,17 @@ def test_an_actor_stops_at_its_grant_with_every_record_sent_and_resumes_at_the_n
         finish(learner, thread, result)
 
 
-def test_an_actor_left_without_a_grant_stops_pacing_after_the_wait(monkeypatch) -> None:
-    monkeypatch.setattr(grant_gate, "GRANT_WAIT_S", 0.5)
+def test_an_actor_named_by_no_grant_stops_pacing_after_the_wait(monkeypatch) -> None:
+    """Grants that leave the actor out do not keep it paced for good: after GRANT_WAIT_S with
+    no grant naming it, it steps unpaced."""
+    monkeypatch.setattr(grant_gate, "GRANT_WAIT_S", 1.0)
     learner = GrantingLearner([10])
     try:
         thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: ends(f) == {0: 10, 1: 10})
+        for _ in range(5):  # grants for others only, 0.2 s apart: not naming it
+            learner.grant([99], [2])
+            learner.drain(quiet_ms=200)
         learner.pump(lambda f: min(ends(f).values(), default=0) >= 40, timeout_s=20)
         assert result["loop"].gate.upto is None
     finally:
@@ -110,8 +117,9 @@ def test_the_gate_keeps_its_own_grant_and_sees_missed_weights_at_most_every_resy
     grant = P.grant_message(0, 7, actors=[1, 3], upto=[50, 80])
     assert not gate.on_grant(grant, held_version=7, now=0.0) and gate.upto == 80
     assert gate.holds(80) and not gate.holds(79)
-    assert not gate.on_grant(P.grant_message(1, 7, [1], [9]), 7, 0.0) and gate.upto is None
-    assert not gate.holds(10**9)  # a grant for others only: not paced
+    assert not gate.on_grant(P.grant_message(1, 7, [1], [9]), 7, 0.5)
+    assert gate.upto == 80 and gate.named_at == 0.0  # left out: its grant stands
+    assert not GrantGate(actor_id=4).holds(10**9)  # never named: not paced
     assert not gate.on_grant(grant, held_version=None, now=1.0)  # no policy yet: nothing missed
     assert gate.on_grant(grant, held_version=6, now=2.0)  # version 7 granted, 6 held: missed
     assert not gate.on_grant(grant, held_version=6, now=2.0 + grant_gate.RESYNC_EVERY_S)
@@ -133,5 +141,21 @@ def test_an_actor_that_missed_weights_asks_for_the_policy_and_acts_with_it() -> 
         learner.pump(lambda f: any((m.arrays["version"] == 4).any() for m in f.messages[P.STEPS]))
         assert len(learner.messages[P.HELLO]) > hellos
         assert result["loop"].policy.version == 4 and not result["loop"].policy.random
+    finally:
+        finish(learner, thread, result)
+
+
+def test_a_long_wait_with_grants_naming_the_actor_stays_paced(monkeypatch) -> None:
+    """A wait longer than GRANT_WAIT_S is normal (records in flight turn over at the learner's
+    update rate): while grants keep naming the actor, it keeps waiting at its grant."""
+    monkeypatch.setattr(grant_gate, "GRANT_WAIT_S", 1.0)
+    learner = GrantingLearner([10])
+    try:
+        thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: ends(f) == {0: 10, 1: 10})
+        for _ in range(12):  # 2.4 s of the same grant, re-sent as the learner does
+            learner.grant([10], [ACTOR])
+            learner.drain(quiet_ms=200)
+        assert ends(learner) == {0: 10, 1: 10} and result["loop"].gate.upto == 10
     finally:
         finish(learner, thread, result)

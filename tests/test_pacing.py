@@ -50,18 +50,18 @@ def test_no_grants_without_a_lead_a_ratio_or_an_actor() -> None:
         Pacer(-1)
 
 
-def test_due_only_while_idle_and_every_every_s() -> None:
+def test_due_every_every_s() -> None:
     pacer = Pacer(50, every_s=0.5)
-    assert pacer.due(0.0, idle=True) and not pacer.due(0.0, idle=False)
+    assert pacer.due(0.0)
     pacer.worth_sending([1], 0, now=10.0, fresh=False)
-    assert not pacer.due(10.4, idle=True) and pacer.due(10.5, idle=True)
-    assert not Pacer(0).due(99.0, idle=True)
+    assert not pacer.due(10.4) and pacer.due(10.5)
+    assert not Pacer(0).due(99.0)
 
 
 def test_a_grant_goes_out_fresh_after_a_quantum_of_updates_or_once_a_second() -> None:
-    """An idle learner looks every 50 ms, but grants anew only when it has run lead // 4
-    updates since the last grant (room for the actors), after new weights, or a second on: a
-    grant for every chunk taken would crowd the weights out of a slow actor's SUB queue."""
+    """The learner looks every 50 ms, but grants anew only when it has run lead // 4 updates
+    since the last grant (room for the actors), after new weights, or a second on: a grant for
+    every chunk taken could crowd the weights out of a slow actor's SUB queue."""
     pacer = Pacer(200, every_s=0.05, resend_s=1.0)  # quantum 50
     assert pacer.worth_sending([1, 2], updates=0, now=0.0, fresh=False)
     assert not pacer.worth_sending([1, 2], updates=49, now=0.5, fresh=False)
