@@ -1,7 +1,8 @@
 """`fpac-train` end to end on a real DeepMind Control task (cartpole_swingup, dm_control backend).
 
 The benchmark's 84x84 frames and render, tiny networks, 2300 env steps = 288 agent steps at action
-repeat 8, ONE actor of 2 envs: episodes complete, updates happen, the actors' policy version
+repeat 8, ONE actor of 2 envs, a replay ratio of 1/4 (the updates at 84x84 were most of the
+test's time on the CPU; a quarter of them still broadcast several versions): episodes complete, updates happen, the actors' policy version
 advances, a periodic and the final evaluation (5 full 1000-step episodes each, in the evaluator
 process) land at the env steps of the versions they evaluated while training went on, a
 checkpoint, policy.pt (which a fresh process loads with torch.jit.load alone and acts with) and
@@ -25,7 +26,7 @@ EVAL_EPISODES = 5
 SMALL = ["--task", "cartpole_swingup", "--backend", "dmc", "--image-size", str(IMAGE),
          "--num-points", "8", "--hidden-dim", "32",
          "--conv-channels", "8", "--batch-size", "16", "--initial-random-steps", "50",
-         "--weights-every", "20", "--eval-every-env-steps", "1200",
+         "--weights-every", "10", "--replay-ratio", "0.25", "--eval-every-env-steps", "1200",
          "--eval-episodes", str(EVAL_EPISODES),
          "--log-every-s", "1", "--actors", "1", "--envs-per-actor", "2"]  # 2 envs: lanes overlap
 # Two 1000-step episodes per env (action repeat 8) plus margin; below 2 x 1200, so that the one
@@ -74,7 +75,7 @@ def test_train_cartpole_swingup_then_resume(run_dir):  # noqa: F811
     assert len(evals) >= 2, "a periodic and the final evaluation must both land"
     periodic, final_eval = evals[0], evals[-1]
     assert not periodic["final"] and final_eval["final"]
-    # Asked for at 1200 env steps, of the version broadcast last (weights go out every 20
+    # Asked for at 1200 env steps, of the version broadcast last (weights go out every 10
     # updates), and recorded at the env steps of that version's broadcast:
     assert 0 < periodic["env_steps"] <= 1200 + 16 * 8 < final_eval["env_steps"]
     assert 0 < periodic["version"] < final_eval["version"]
