@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_EPISODES_PER_STATS = 1000  # the protocol's cap on meta.episodes
 LANE_B_SEED_OFFSET = 250  # lane B's random-phase action generator: seed + 250 (lane A: seed)
 OWED_HELLO_WAIT_MS = 1000  # how long an owed hello waits for room in the data queue, per step
+WAIT_SILENCE_S = 5.0  # at a grant, nothing heard this long (grants come each second): hello
 
 
 class ActorLoop:
@@ -240,16 +241,16 @@ class ActorLoop:
             self._receive(timeout_ms=0)  # the module
             if self.gate.holds(sender.next_index):  # at the grant: flush, then wait for more
                 sender.flush(self.policy.version)
-                meter.grant_wait_s += self.gate.wait(lambda: sender.next_index, self._receive,
-                                                     lambda: self._stop or should_stop())
+                meter.grant_wait_s += self.gate.wait(
+                    lambda: sender.next_index, lambda ms: self._receive_waiting(env, ms),
+                    lambda: self._stop or should_stop())
             now = time.monotonic()
             if now - last_stats >= self.stats_every_s:
                 self._send_stats(meter, sender, env, now - last_stats)
                 last_stats = now
             if (self._hello_owed or now - self._last_heard > self.silence_hello_s) \
                     and self._hello(env, OWED_HELLO_WAIT_MS if self._hello_owed else 0):
-                # a restarted learner re-publishes its policy on hello
-                self._last_heard, self._hello_owed = now, False
+                self._last_heard, self._hello_owed = now, False  # a new learner answers: policy
             if self._stop:
                 reason = self._stop_reason
                 break
@@ -269,6 +270,13 @@ class ActorLoop:
     def _receive(self, timeout_ms: int) -> None:
         """Handle every message that is waiting (or arrives within timeout_ms for the first)."""
         self.inbox.receive(timeout_ms, self._on_broadcast)  # what came while sending first
+
+    def _receive_waiting(self, env: VecEnv, timeout_ms: int) -> None:
+        """At a grant: receive; hello if owed or the learner is silent (a new one grants none)."""
+        self._receive(timeout_ms)
+        now = time.monotonic()
+        if (self._hello_owed or now - self._last_heard > WAIT_SILENCE_S) and self._hello(env):
+            self._last_heard, self._hello_owed = now, False
 
     def _on_broadcast(self, msg: P.Message) -> None:
         self._last_heard = time.monotonic()

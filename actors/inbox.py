@@ -2,14 +2,17 @@
 blocked sending, so PUB never drops the weights of an actor held by backpressure.
 
 PUB drops the NEWEST message for a subscriber whose queue is full (SNDHWM + RCVHWM messages,
-fpac_async/wire/transport.py). An actor blocked in a send while the learner throttles read
-nothing, so a few grants or weights queued for it pushed the next weights out, and it went on
-acting with an old policy until the next broadcast (measured: 8 paced actors on 2 cores, their
-policy 4-9 versions behind the learner's, issue 19). `send` waits for room on the PUSH socket
-and meanwhile moves every broadcast into `held`; the actor handles them between steps, in order,
-as if they had just arrived. Held messages are conflated: a newer `weights`, `policy` or `grant`
-replaces a held one of its kind (each is complete: the newest is all that matters), `eval`
-requests are for evaluators and dropped, so what is held stays a few messages whatever the wait.
+fpac_async/wire/transport.py). An actor blocked in a send while the learner throttles reads
+nothing, so a few grants or weights queued for it can push the next weights out, and it would
+act with an old policy until the next broadcast. (A safeguard: the measured lag growth with 8
+paced actors at 2007205 came from a grant-wait fallback, learner/pacing.py, not from drops.)
+`send` waits for room on the PUSH socket and meanwhile moves every broadcast into `held`; the
+actor handles them between steps, in order, grants after the rest. A newer `weights` or `policy`
+replaces a held one of its kind (each is complete: the newest is all that matters), so a grant,
+which trails the weights it was sent with, would otherwise come before the weights that replaced
+them and look like weights missed; grants are all kept (the last MAX_HELD_GRANTS: one naming this
+actor must not be lost to a newer one that leaves it out); `eval` requests are for evaluators and
+dropped.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from fpac_async.wire import protocol as P
 from fpac_async.wire.transport import RejectCounter, receive_all, send_message
 
 Handle = Callable[[P.Message], None]
-LATEST_ONLY = (P.WEIGHTS, P.POLICY, P.GRANT)
+LATEST_ONLY = (P.WEIGHTS, P.POLICY)
+MAX_HELD_GRANTS = 64
 
 
 class Inbox:
@@ -30,10 +34,14 @@ class Inbox:
     def __init__(self, sub: zmq.Socket, rejects: RejectCounter, source: str = "learner broadcast"):
         self.sub, self.rejects, self.source = sub, rejects, source
         self.held: list[P.Message] = []
+        self.grants: list[P.Message] = []  # handled after `held`: they trail the weights
         self._pollers: dict[zmq.Socket, zmq.Poller] = {}
 
     def hold(self, msg: P.Message) -> None:
         if msg.kind == P.EVAL:
+            return
+        if msg.kind == P.GRANT:
+            self.grants = (self.grants + [msg])[-MAX_HELD_GRANTS:]
             return
         if msg.kind in LATEST_ONLY:
             self.held = [m for m in self.held if m.kind != msg.kind]
@@ -42,7 +50,7 @@ class Inbox:
     def receive(self, timeout_ms: int, handle: Handle) -> None:
         """Handle what is held, then every message waiting on SUB (or arriving within
         timeout_ms for the first, if nothing was held)."""
-        held, self.held = self.held, []
+        held, self.held, self.grants = self.held + self.grants, [], []
         for msg in held:
             handle(msg)
         receive_all(self.sub, 0 if held else timeout_ms, handle, self.rejects, self.source)

@@ -158,8 +158,8 @@ class LearnerConfig:
     """No record acted by a policy older than this many updates is trained on (learner/lag_bound.py;
     costs the replay ratio along a run: lag-ratio bench); 0 (default): no bound."""
     actor_lead: int = 50
-    """Actors step at most this many updates' worth of records ahead of the learner, however many
-    they are (grants, learner/pacing.py); 0: off. Raise it for a very fast learner."""
+    """Actors step about this many updates' worth of records (plus the ratio's slack) ahead of
+    the learner, however many they are (grants, learner/pacing.py); 0: off."""
     wait_for_actors: int = 0
     """A new run's first policy waits until this many actors said hello (all start together);
     0: none. A resumed run never waits."""

@@ -8,7 +8,8 @@ actors, SAC-state cartpole: lag p95 443 / 704 updates, `bench_learning.py --pres
 
 With it the learner tells each actor how far its env streams may run (`grant`: actor ids and
 stream indices; docs/INTERFACES.md). The agent steps the replay ratio admits by U updates from
-now, less those already taken, are split evenly over the envs of the actors heard from recently;
+now, less those already taken, are split evenly over the envs of the actors read from in the last
+KEEP_NAMING_S (an actor waiting at its grant sends nothing; a dead one's share is freed after it);
 actor a may run its streams to (the furthest record of a's streams taken) + (that share). An
 actor that reaches its grant flushes its partial chunk and waits for the next
 (actors/grant_gate.py). At most about (U + slack) / ratio agent steps (plus one record per env)
@@ -39,6 +40,9 @@ from __future__ import annotations
 import math
 import time
 from typing import Any
+
+
+KEEP_NAMING_S = 30.0  # actors read from this recently are named (actors/grant_gate.GRANT_WAIT_S)
 
 
 class Pacer:
@@ -91,7 +95,7 @@ class Pacer:
         a resume refills the replay, or after the budget); `fresh`: right after a broadcast."""
         if not self.on or trainer.refilling or receiver.budget_reached.is_set():
             return
-        live = receiver.actors()
+        live = receiver.actors(window_s=KEEP_NAMING_S)  # waiting actors send nothing
         positions = {a: p for a, p in receiver.ledger.positions().items() if a in live}
         actors, upto = self.grants(positions, trainer.ratio.admissible(trainer.updates + self.lead),
                                    receiver.agent_steps)

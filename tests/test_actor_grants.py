@@ -18,15 +18,17 @@ ACTOR = 5  # _run_actor's actor id: 2 envs, 8 records per message
 
 
 class GrantingLearner(FakeLearner):
-    """Answers each hello with a grant for the actor and then the policy (in that order on PUB,
-    so the grant holds before the actor's first step)."""
+    """Answers the first hello with a grant for the actor and then the policy (in that order on
+    PUB, so the grant holds before the actor's first step), later hellos with the policy."""
 
     def __init__(self, first: list[int], actors: list[int] | None = None) -> None:
         super().__init__(random=True)
         self.first, self.grant_actors = first, [ACTOR] if actors is None else actors
 
     def publish_policy(self) -> None:
-        self.grant(self.first, self.grant_actors)
+        if self.first is not None:
+            self.grant(self.first, self.grant_actors)
+            self.first = None
         super().publish_policy()
 
     def grant(self, upto: list[int], actors: list[int], run: int | None = None) -> None:

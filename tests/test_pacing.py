@@ -101,7 +101,7 @@ def _receiver(live: set[int], budget: bool = False) -> SimpleNamespace:
     reached = threading.Event()
     if budget:
         reached.set()
-    return SimpleNamespace(ledger=ledger, actors=lambda: live, agent_steps=1050,
+    return SimpleNamespace(ledger=ledger, actors=lambda window_s=10.0: live, agent_steps=1050,
                            budget_reached=reached)
 
 
