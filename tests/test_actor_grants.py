@@ -5,9 +5,12 @@ learner process's grants when a new one broadcasts, stops pacing after GRANT_WAI
 and asks for the policy when a grant shows weights it missed."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
+import actors.actor_loop as actor_loop
 import actors.grant_gate as grant_gate
 from actors.grant_gate import GrantGate
 from fpac_async.wire import protocol as P
@@ -84,9 +87,10 @@ def test_an_actor_named_by_no_grant_stops_pacing_after_the_wait(monkeypatch) -> 
     try:
         thread, result = _run_actor(learner, steps=10**6)
         learner.pump(lambda f: ends(f) == {0: 10, 1: 10})
-        for _ in range(5):  # grants for others only, 0.2 s apart: not naming it
+        for _ in range(10):  # grants for others only, 0.2 s apart: not naming it
             learner.grant([99], [2])
-            learner.drain(quiet_ms=200)
+            until = time.monotonic() + 0.2
+            learner.pump(lambda f, t=until: time.monotonic() > t)  # (drain: never quiet)
         learner.pump(lambda f: min(ends(f).values(), default=0) >= 40, timeout_s=20)
         assert result["loop"].gate.upto is None
     finally:
@@ -159,5 +163,20 @@ def test_a_long_wait_with_grants_naming_the_actor_stays_paced(monkeypatch) -> No
             learner.grant([10], [ACTOR])
             learner.drain(quiet_ms=200)
         assert ends(learner) == {0: 10, 1: 10} and result["loop"].gate.upto == 10
+    finally:
+        finish(learner, thread, result)
+
+
+def test_an_actor_waiting_at_its_grant_says_hello_when_the_learner_is_silent(monkeypatch) -> None:
+    """A restarted learner grants only actors it has heard from: an actor waiting at the old
+    learner's grant with nothing heard for WAIT_SILENCE_S says hello (without stepping on)."""
+    monkeypatch.setattr(actor_loop, "WAIT_SILENCE_S", 0.5)
+    learner = GrantingLearner([10])
+    try:
+        thread, result = _run_actor(learner, steps=10**6)
+        learner.pump(lambda f: ends(f) == {0: 10, 1: 10})
+        hellos = len(learner.messages[P.HELLO])
+        learner.pump(lambda f: len(f.messages[P.HELLO]) >= hellos + 2, timeout_s=20)
+        assert ends(learner) == {0: 10, 1: 10}
     finally:
         finish(learner, thread, result)

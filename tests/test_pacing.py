@@ -101,7 +101,9 @@ def _receiver(live: set[int], budget: bool = False) -> SimpleNamespace:
     reached = threading.Event()
     if budget:
         reached.set()
-    return SimpleNamespace(ledger=ledger, actors=lambda window_s=10.0: live, agent_steps=1050,
+    # An actor waiting at its grant sends nothing: the pacer must ask for a window as long as
+    # the actors' own fallback (named by the receiver's 10 s default, none would be after a stall).
+    return SimpleNamespace(ledger=ledger, actors=lambda window_s=10.0: live if window_s >= 30 else set(), agent_steps=1050,
                            budget_reached=reached)
 
 
