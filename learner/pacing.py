@@ -1,5 +1,5 @@
-"""Actor-side pacing (`--actor-lead U`, issue 19): grants that keep the actors at most U updates'
-worth of records ahead of the learner, whatever their number.
+"""Actor-side pacing (`--actor-lead U`, issue 19): grants that keep the actors about U updates'
+worth of records (plus the ratio's slack) ahead of the learner, whatever their number.
 
 Without it the actors are held only by full queues: while the replay ratio throttles, records
 wait in each actor's send queue and the learner's receive queue, so N actors hold N queues of
@@ -14,10 +14,10 @@ actor a may run its streams to (the furthest record of a's streams taken) + (tha
 actor that reaches its grant flushes its partial chunk and waits for the next
 (actors/grant_gate.py). At most about (U + slack) / ratio agent steps (plus one record per env)
 are then in flight, however many actors share them, so the lag stays flat in the actor count:
-about U + weights_every updates where the learner is the bottleneck. The default U = 50 was
-chosen by measurement: 8 actors on 2 cores (point_reach, weights every 100) had lag p95 144-177
-updates with U = 50 against 333-390 with U = 200, at the same 36-38 env steps/s (debug runs;
-the lag-actors rows of bench/results/learning.jsonl are the recorded figures).
+about U + weights_every updates where the learner is the bottleneck. The default U = 50 came
+from two unrecorded 8-actor debug runs (U = 50 against 200: about half the lag at the same env
+steps/s); the recorded figures are the lag-actors rows of bench/results/learning.jsonl (U = 200
+at b9f74b1 and 2007205, U = 50 at e535eb3).
 
 Grants go out after each weights broadcast, once the learner has run `lead // 4` updates since
 the last grant (new room for the actors), and at least every `resend_s` (PUB is lossy, a dead
@@ -31,7 +31,7 @@ from) is not paced until it is; one left out of a grant keeps its last grant; on
 has named for `actors.grant_gate.GRANT_WAIT_S` steps unpaced until one does, so a lost learner
 never holds it for good (the bounded queues still do). That wait is long on purpose: a paced
 actor's wait at its grant is normally the time the records in flight take to turn over at the
-learner's update rate, about 6 s with 8 actors at 35 updates/s on 2 cores; at b9f74b1 a 5 s
+learner's update rate (estimated 6 s for 200 updates' worth at 35 updates/s); at b9f74b1 a 5 s
 fallback counted from the start of each wait let those actors step unpaced, and their lag p95
 was 980 updates against 190-199 for 1-4 actors (`bench_learning.py --preset lag-actors`).
 """
