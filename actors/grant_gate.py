@@ -6,8 +6,8 @@ those records to move on) and waits on the SUB socket for a grant that lets it o
 Waits are normal and can be long: the records in flight (about `--actor-lead` updates' worth)
 turn over at the learner's update rate (estimated 6 s for 200 updates' worth at 35 updates/s,
 8 actors on 2 cores). A grant that does not name this actor (the learner has not read from it
-lately) leaves its grant as it was; only an actor never named, or one from another learner process, steps
-unpaced. An actor that no grant has named for GRANT_WAIT_S (the learner re-sends them every
+lately) leaves its grant as it was; only an actor never named, or one from another learner
+process, steps unpaced. An actor that no grant has named for GRANT_WAIT_S (the learner re-sends them every
 second) steps unpaced until one does, so a lost learner never holds it for good (the bounded
 queues still do).
 
