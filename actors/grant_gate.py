@@ -7,9 +7,9 @@ Waits are normal and can be long: the records in flight (about `--actor-lead` up
 turn over at the learner's update rate (estimated 6 s for 200 updates' worth at 35 updates/s,
 8 actors on 2 cores). A grant that does not name this actor (the learner has not read from it
 lately) leaves its grant as it was; only an actor never named, or one from another learner
-process, steps unpaced. An actor that no grant has named for GRANT_WAIT_S (the learner re-sends them every
-second) steps unpaced until one does, so a lost learner never holds it for good (the bounded
-queues still do).
+process, steps unpaced. An actor that no grant has named for GRANT_WAIT_S (the learner re-sends
+them every second) steps unpaced until one does, so a lost learner never holds it for good (the
+bounded queues still do).
 
 Grants trail each weights broadcast on the same PUB socket, so a grant of a newer policy version
 than the actor holds means the weights were dropped: the actor then asks for the policy with a
