@@ -86,16 +86,12 @@ class ActorLoop:
             overlap = env_cfg.envs_per_actor >= 2 and env_cfg.backend == "dmc" and render
         if not render:
             make_env = functools.partial(make_env, render=False)
-        self.render = render
-        self.overlap = overlap
-        self.actor_id = actor_id
-        self.env_cfg = env_cfg
+        self.render, self.overlap = render, overlap
+        self.actor_id, self.env_cfg = actor_id, env_cfg
         self.endpoints = actor_endpoints(endpoint)  # ValueError for a malformed HOST:PORT
         self.seed = seed
-        self.steps_per_message = steps_per_message
-        self.stats_every_s = stats_every_s
-        self.hello_every_s = hello_every_s
-        self.silence_hello_s = silence_hello_s
+        self.steps_per_message, self.stats_every_s = steps_per_message, stats_every_s
+        self.hello_every_s, self.silence_hello_s = hello_every_s, silence_hello_s
         self.no_reply_warn_s = no_reply_warn_s
         self.frame_stack = frame_stack
         # Sent in every hello: the learner refuses an actor started with other settings.
@@ -123,10 +119,10 @@ class ActorLoop:
         secure = secure_client(client_keys_from_env())  # CURVE keys from fpac-actors --auth
         # SUB first: a policy published in answer to our first hello must find us subscribed.
         self.sub = sub_socket(ctx, self.endpoints.pub, secure=secure)
-        self.inbox = Inbox(self.sub, self.rejects)  # read even while a send blocks
         self.push = push_socket(ctx, self.endpoints.data, sndbuf=DATA_SOCKET_BUFFER if self.render
                                 else STATE_SOCKET_BUFFER,  # records in flight = policy lag
                                 secure=secure)
+        self.inbox = Inbox(self.sub, self.push, self.rejects)  # SUB read while a send blocks
         envs: list[VecEnv] = []
         try:
             n = self.env_cfg.envs_per_actor
@@ -248,9 +244,8 @@ class ActorLoop:
             if now - last_stats >= self.stats_every_s:
                 self._send_stats(meter, sender, env, now - last_stats)
                 last_stats = now
-            if (self._hello_owed or now - self._last_heard > self.silence_hello_s) \
-                    and self._hello(env, OWED_HELLO_WAIT_MS if self._hello_owed else 0):
-                self._last_heard, self._hello_owed = now, False  # a new learner answers: policy
+            self._hello_if_due(env, self.silence_hello_s,
+                               OWED_HELLO_WAIT_MS if self._hello_owed else 0)
             if self._stop:
                 reason = self._stop_reason
                 break
@@ -265,7 +260,7 @@ class ActorLoop:
 
     # ------------------------------------------------------------------ messages
     def _send(self, msg: P.Message) -> None:
-        self.inbox.send(self.push, msg)  # blocks while the queue is full (backpressure)
+        self.inbox.send(msg)  # blocks while the queue is full (backpressure)
 
     def _receive(self, timeout_ms: int) -> None:
         """Handle every message that is waiting (or arrives within timeout_ms for the first)."""
@@ -274,8 +269,12 @@ class ActorLoop:
     def _receive_waiting(self, env: VecEnv, timeout_ms: int) -> None:
         """At a grant: receive; hello if owed or the learner is silent (a new one grants none)."""
         self._receive(timeout_ms)
+        self._hello_if_due(env, WAIT_SILENCE_S)
+
+    def _hello_if_due(self, env: VecEnv, silence_s: float, wait_ms: int = 0) -> None:
+        """Hello if owed or nothing was heard for silence_s (a new learner answers: policy)."""
         now = time.monotonic()
-        if (self._hello_owed or now - self._last_heard > WAIT_SILENCE_S) and self._hello(env):
+        if (self._hello_owed or now - self._last_heard > silence_s) and self._hello(env, wait_ms):
             self._last_heard, self._hello_owed = now, False
 
     def _on_broadcast(self, msg: P.Message) -> None:

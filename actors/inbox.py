@@ -31,11 +31,14 @@ MAX_HELD_GRANTS = 64
 class Inbox:
     """Broadcasts read from `sub`, held while the actor cannot handle them."""
 
-    def __init__(self, sub: zmq.Socket, rejects: RejectCounter, source: str = "learner broadcast"):
-        self.sub, self.rejects, self.source = sub, rejects, source
+    def __init__(self, sub: zmq.Socket, push: zmq.Socket, rejects: RejectCounter,
+                 source: str = "learner broadcast"):
+        self.sub, self.push, self.rejects, self.source = sub, push, rejects, source
         self.held: list[P.Message] = []
         self.grants: list[P.Message] = []  # handled after `held`: they trail the weights
-        self._pollers: dict[zmq.Socket, zmq.Poller] = {}
+        self._poller = zmq.Poller()  # room on PUSH, or a broadcast on SUB
+        self._poller.register(push, zmq.POLLOUT)
+        self._poller.register(sub, zmq.POLLIN)
 
     def hold(self, msg: P.Message) -> None:
         if msg.kind == P.EVAL:
@@ -55,20 +58,15 @@ class Inbox:
             handle(msg)
         receive_all(self.sub, 0 if held else timeout_ms, handle, self.rejects, self.source)
 
-    def send(self, push: zmq.Socket, msg: P.Message, poll_ms: int = 100) -> None:
-        """Send on `push`, blocking while its queue is full (the backpressure), reading SUB into
+    def send(self, msg: P.Message, poll_ms: int = 100) -> None:
+        """Send on PUSH, blocking while its queue is full (the backpressure), reading SUB into
         `held` meanwhile."""
-        poller = self._pollers.get(push)
-        if poller is None:
-            poller = self._pollers[push] = zmq.Poller()
-            poller.register(push, zmq.POLLOUT)
-            poller.register(self.sub, zmq.POLLIN)
         while True:
             try:
-                send_message(push, msg, zmq.NOBLOCK)
+                send_message(self.push, msg, zmq.NOBLOCK)
                 return
             except zmq.Again:
                 pass
-            ready = dict(poller.poll(poll_ms))
+            ready = dict(self._poller.poll(poll_ms))
             if self.sub in ready:
                 receive_all(self.sub, 0, self.hold, self.rejects, self.source)

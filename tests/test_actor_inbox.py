@@ -38,7 +38,7 @@ def test_a_blocked_send_keeps_reading_broadcasts_and_holds_the_newest_of_each_ki
     pub = pub_socket(ctx, f"tcp://127.0.0.1:{port + 1}")
     sub = sub_socket(ctx, f"tcp://127.0.0.1:{port + 1}")
     push = push_socket(ctx, f"tcp://127.0.0.1:{port}", sndhwm=1)
-    inbox = Inbox(sub, RejectCounter())
+    inbox = Inbox(sub, push, RejectCounter())
     try:
         wait_for(lambda: (pub.send_multipart(P.encode(weights(0))), sub.poll(50))[1])
         inbox.receive(0, lambda m: None)  # subscribed: what came so far is handled
@@ -46,7 +46,7 @@ def test_a_blocked_send_keeps_reading_broadcasts_and_holds_the_newest_of_each_ki
         data = [P.weights_message(i, 0, np.zeros(65536, np.float32), [["w", [65536]]])
                 for i in range(256)]
         sent = threading.Event()
-        sender = threading.Thread(target=lambda: ([inbox.send(push, m) for m in data],
+        sender = threading.Thread(target=lambda: ([inbox.send(m) for m in data],
                                                   sent.set()), daemon=True)
         sender.start()
         def held() -> list[tuple[str, int]]:
