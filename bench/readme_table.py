@@ -78,7 +78,7 @@ def _tiny(group: list[Row]) -> str:
 
 fig_tiny = figure("learning.jsonl", "tiny task point_reach, 3000 env steps, final eval mean +- std "
                   "over seeds (`--preset tiny-actors`; random policy about -40)", _tiny,
-                  keep=lambda r: r.get("preset") == "tiny-actors")
+                  keep=lambda r: r.get("preset") == "tiny-actors", prefer_quiet=False)
 
 
 def pacing(r: Row) -> str:

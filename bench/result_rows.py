@@ -58,10 +58,11 @@ def shared(row: Row) -> bool:
     return bool(row.get("machine_shared") or settings.get("machine_shared"))
 
 
-def newest(rows: list[Row]) -> list[Row]:
-    """The rows of the newest commit among complete rows, quiet ones preferred."""
+def newest(rows: list[Row], prefer_quiet: bool = True) -> list[Row]:
+    """The rows of the newest commit among complete rows, quiet ones preferred (for speed
+    figures; a learning outcome takes the newest code's rows, shared or not)."""
     rows = [r for r in rows if complete(r)]
-    quiet = [r for r in rows if not shared(r)]
+    quiet = [r for r in rows if not shared(r)] if prefer_quiet else []
     pool = quiet or rows
     if not pool:
         return []
@@ -89,12 +90,13 @@ def spread(xs: list[float], fmt: str = "{:.1f}") -> str:
 
 
 def figure(name: str, what: str, fn: Callable[[list[Row]], str],
-           keep: Callable[[Row], bool] = lambda r: True) -> Callable[[str], list[Figure]]:
+           keep: Callable[[Row], bool] = lambda r: True,
+           prefer_quiet: bool = True) -> Callable[[str], list[Figure]]:
     """A one-row figure of the generated table: `fn` writes it from the newest rows of results
     file `name` (those `keep` accepts), `what` says what it is; without such rows it says
     MISSING. The returned function takes the results folder."""
     def one(results: str = RESULTS) -> list[Figure]:
-        group = newest([r for r in load(name, results) if keep(r)])
+        group = newest([r for r in load(name, results) if keep(r)], prefer_quiet)
         return [(what, fn(group), source(group, name))] if group else [(what, MISSING, "-")]
     one.__name__ = one.__qualname__ = f"the figure of {name}"  # block() names it on errors
     return one
