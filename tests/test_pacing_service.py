@@ -1,7 +1,7 @@
 """Actor-side pacing on the real learner service with four real ActorLoop actors over loopback
-(learner/pacing.py): with grants, the typical window's policy lag stays within about the lead
-plus one broadcast interval (twice that at most), although each actor's queues alone hold more
-records than that (without grants the lag grows with the actors' queues: 300-420 updates)."""
+(learner/pacing.py): with grants, the typical window's policy lag (the median of the windows'
+p95) stays within twice the lead plus one broadcast interval, although each actor's queues alone
+hold more records than that (without grants the lag grows with the actors' queues: 300-420)."""
 from __future__ import annotations
 
 import dataclasses
