@@ -4,12 +4,17 @@ CPU to take it (SUB receive + decode + load into the TorchScript policy), per ne
 
     python bench/bench_broadcast.py            # rows in bench/results/broadcast.jsonl
 
-Each row also gives the wire rate at 1,000 updates/s (a GPU learner) with the default bound of
-100 (a broadcast every 50 updates: 20 per second), per subscribed actor.
+Each row also gives the wire rate at 1,000 updates/s (a GPU learner) per subscribed actor, for a
+broadcast every 100 updates (the default `--weights-every`: 10 per second) and every 50 (what
+`--max-policy-lag 100` sets: 20 per second), and the fan-out: the learner process's CPU (its main
+thread and ZeroMQ's IO thread, which copies each broadcast into every subscriber's TCP socket) per
+broadcast to 1 and to FANOUT subscriber processes on loopback, each acknowledging every message
+before the next goes out (nothing is dropped at the high-water mark).
 """
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 
@@ -22,7 +27,7 @@ from actors.policy import ActorPolicy  # noqa: E402
 from bench.provenance import ROOT, append_row, provenance  # noqa: E402
 from fpac_async.config import RunConfig, EnvConfig, resolve, with_task_defaults  # noqa: E402
 from fpac_async.agent.export import export_policy, script_to_bytes  # noqa: E402
-from fpac_async.wire.protocol import decode  # noqa: E402
+from fpac_async.wire.protocol import decode, encode, weights_message  # noqa: E402
 from fpac_async.agent.sac import SAC  # noqa: E402
 from learner.broadcaster import Broadcaster, policy_weights  # noqa: E402
 
@@ -31,6 +36,27 @@ CONFIGS = {  # name -> (encoder, obs shape, state dim)
     "fpac pixels cartpole (Table I nets)": ("fpac", (6, 84, 84), 0),
 }
 REPEATS = 50
+FANOUT = (1, 15)  # subscriber processes (15: the GPU suite's actor count)
+FANOUT_REPEATS = 20
+SUBSCRIBER = """
+import sys, time, zmq
+ctx = zmq.Context()
+sub, ack = ctx.socket(zmq.SUB), ctx.socket(zmq.PUSH)
+sub.setsockopt(zmq.SUBSCRIBE, b"")
+sub.connect(sys.argv[1]); ack.connect(sys.argv[2])
+cpu, ready = [], False
+while len(cpu) < int(sys.argv[3]):
+    t0 = time.process_time()
+    frames = sub.recv_multipart(copy=False)
+    if len(frames) == 1:  # a ping: the publisher waits until every subscriber has one
+        if not ready:
+            ready = True
+            ack.send(b"ready")
+        continue
+    cpu.append(time.process_time() - t0)
+    ack.send(b"got")
+ack.send(repr(sorted(cpu)[len(cpu) // 2]).encode())
+"""
 
 
 def cpu_s(fn) -> float:
@@ -79,7 +105,43 @@ def measure(name: str, encoder: str, obs_shape: tuple, state_dim: int) -> dict:
     nbytes = int(np.median(sizes))
     return {"config": name, "params": int(flat.size), "bytes": nbytes,
             "learner_cpu_ms": round(1e3 * learner_s, 3), "actor_cpu_ms": round(1e3 * actor_s, 3),
-            "mb_per_s_per_actor_at_1000_ups_bound_100": round(nbytes * 20 / 1e6, 2)}
+            "mb_per_s_per_actor_at_1000_ups": {"weights_every_100": round(nbytes * 10 / 1e6, 2),
+                                               "weights_every_50": round(nbytes * 20 / 1e6, 2)},
+            "fanout": {str(n): fanout(encode(weights_message(0, 2, flat, layout, run=1)), n)
+                       for n in FANOUT}}
+
+
+def fanout(frames: list, subscribers: int) -> dict:
+    """Learner-process CPU per broadcast of `frames` to `subscribers` SUB processes on loopback
+    (and the subscribers' median CPU to receive one), each broadcast acknowledged by all."""
+    ctx = zmq.Context()
+    pub, acks = ctx.socket(zmq.PUB), ctx.socket(zmq.PULL)
+    acks.setsockopt(zmq.RCVTIMEO, 120_000)  # a dead subscriber fails the bench, never hangs it
+    port, ack_port = pub.bind_to_random_port("tcp://127.0.0.1"), acks.bind_to_random_port("tcp://127.0.0.1")
+    procs = [subprocess.Popen([sys.executable, "-c", SUBSCRIBER, f"tcp://127.0.0.1:{port}",
+                               f"tcp://127.0.0.1:{ack_port}", str(FANOUT_REPEATS)])
+             for _ in range(subscribers)]
+    try:
+        ready = 0
+        while ready < subscribers:  # until every subscriber's subscription is in place
+            pub.send(b"ping")
+            while acks.poll(50):
+                ready += acks.recv() == b"ready"
+        t0 = time.process_time()
+        for _ in range(FANOUT_REPEATS):
+            pub.send_multipart(frames, copy=False)
+            got = 0
+            while got < subscribers:
+                got += acks.recv() == b"got"
+        learner_s = (time.process_time() - t0) / FANOUT_REPEATS
+        sub_s = [float(acks.recv()) for _ in range(subscribers)]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        ctx.destroy(linger=0)
+    return {"learner_cpu_ms": round(1e3 * learner_s, 3),
+            "subscriber_cpu_ms_median": round(1e3 * float(np.median(sub_s)), 3)}
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """The generated table's rows for the service's robustness and the studies (bench/readme_table.py
 adds them after the speed figures): CurveZMQ on/off, the decoder fuzz, the soak, the handcrafted
-keypoints' accuracy and the tiny experiment grid. Each reads the newest rows of its results file
-(bench/result_rows.figure) and never a number typed here.
+keypoints' accuracy, the tiny experiment grid and the cost of a weights broadcast. Each reads the
+newest rows of its results file (bench/result_rows.figure) and never a number typed here.
 """
 from __future__ import annotations
 
@@ -76,4 +76,22 @@ fig_experiment = figure(
     "`fpac-experiment` grid on the tiny task: eval return mean +- std over seeds "
     "(`bench_experiment.py`, figure below)", _experiment)
 
-SERVICE_FIGURES = [fig_curve, fig_fuzz, fig_soak, fig_keypoints, fig_experiment]
+def _broadcast(group: list[Row]) -> str:
+    parts = []
+    for r in group:
+        wire, fan = r["mb_per_s_per_actor_at_1000_ups"], r["fanout"]
+        parts.append(
+            f"{r['config']}: {r['bytes'] / 1e6:.2f} MB, learner {r['learner_cpu_ms']:.1f} ms to "
+            f"publish, actor {r['actor_cpu_ms']:.1f} ms to load; at 1,000 updates/s "
+            f"{wire['weights_every_100']:.0f} MB/s per actor (every 100 updates), "
+            f"{wire['weights_every_50']:.0f} (every 50); fan-out, learner process ms per broadcast "
+            + " / ".join(f"{fan[n]['learner_cpu_ms']:.1f}" for n in sorted(fan, key=int))
+            + f" for {' / '.join(sorted(fan, key=int))} subscribers")
+    return speed(group, "; ".join(parts))
+
+
+fig_broadcast = figure(
+    "broadcast.jsonl", "one weights broadcast: bytes, CPU on both sides, wire rate and fan-out "
+    "(`bench_broadcast.py`)", _broadcast, keep=lambda r: "fanout" in r)
+
+SERVICE_FIGURES = [fig_curve, fig_fuzz, fig_soak, fig_keypoints, fig_experiment, fig_broadcast]
