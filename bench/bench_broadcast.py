@@ -56,6 +56,9 @@ while len(cpu) < int(sys.argv[3]):
     cpu.append(time.process_time() - t0)
     ack.send(b"got")
 ack.send(repr(sorted(cpu)[len(cpu) // 2]).encode())
+ack.close(linger=10_000)  # delivered before the process exits
+sub.close(linger=0)
+ctx.term()
 """
 
 
