@@ -130,14 +130,17 @@ def fanout(frames: list, subscribers: int) -> dict:
             pub.send(b"ping")
             while acks.poll(50):
                 ready += acks.recv() == b"ready"
+        sub_s: list[float] = []  # each subscriber's median, sent after its last "got"
         t0 = time.process_time()
         for _ in range(FANOUT_REPEATS):
             pub.send_multipart(frames, copy=False)
             got = 0
             while got < subscribers:
-                got += acks.recv() == b"got"
+                ack = acks.recv()
+                got += ack == b"got"
+                sub_s += [] if ack == b"got" else [float(ack)]
         learner_s = (time.process_time() - t0) / FANOUT_REPEATS
-        sub_s = [float(acks.recv()) for _ in range(subscribers)]
+        sub_s += [float(acks.recv()) for _ in range(subscribers - len(sub_s))]
     finally:
         for proc in procs:
             proc.kill()
