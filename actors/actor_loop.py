@@ -319,8 +319,8 @@ class ActorLoop:
             if self.policy.ready and msg.version != self.policy.version:
                 # Weights come only after the random phase: acting switches to the policy.
                 try:
-                    self.policy.apply_weights(msg.version, msg.arrays["weights"],
-                                              msg.meta["layout"], random=False)
+                    self.policy.apply_weights(msg.version, P.weights_of(msg), msg.meta["layout"],
+                                              random=False)
                     for fork in self._policies[1:]:  # they share the module: loaded once above
                         fork.weights_changed(msg.version, random=False)
                 except ValueError as e:  # another module (a learner restarted with a new config)

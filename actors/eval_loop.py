@@ -153,7 +153,7 @@ class EvalLoop:
                     self.policy.load_policy(msg.arrays["script"], msg.arrays["weights"],
                                             msg.meta["layout"], msg.version, msg.meta["random"])
             elif self.policy.ready and msg.version != self.policy.version:
-                self.policy.apply_weights(msg.version, msg.arrays["weights"], msg.meta["layout"],
+                self.policy.apply_weights(msg.version, P.weights_of(msg), msg.meta["layout"],
                                           random=False)
         except ValueError as e:  # another module (a learner restarted with a new config)
             log.warning("evaluator %d: %s does not fit the held policy (%s); asking for the "

@@ -9,10 +9,12 @@ broadcast every 100 updates (the default `--weights-every`: 10 per second) and e
 `--max-policy-lag 100` sets: 20 per second), and the fan-out: the learner process's CPU (its main
 thread and ZeroMQ's IO thread, which copies each broadcast into every subscriber's TCP socket) per
 broadcast to 1 and to FANOUT subscriber processes on loopback, each acknowledging every message
-before the next goes out (nothing is dropped at the high-water mark).
+before the next goes out (nothing is dropped at the high-water mark). Each config is measured with
+the weights sent as f32 and as bf16 (`--weights-wire`).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from actors.policy import ActorPolicy  # noqa: E402
 from bench.provenance import ROOT, append_row, provenance  # noqa: E402
 from fpac_async.config import RunConfig, EnvConfig, resolve, with_task_defaults  # noqa: E402
 from fpac_async.agent.export import export_policy, script_to_bytes  # noqa: E402
-from fpac_async.wire.protocol import decode, encode, weights_message  # noqa: E402
+from fpac_async.wire.protocol import decode, encode, weights_message, weights_of  # noqa: E402
 from fpac_async.agent.sac import SAC  # noqa: E402
 from learner.broadcaster import Broadcaster, policy_weights  # noqa: E402
 
@@ -36,6 +38,7 @@ CONFIGS = {  # name -> (encoder, obs shape, state dim)
     "fpac pixels cartpole (Table I nets)": ("fpac", (6, 84, 84), 0),
 }
 REPEATS = 50
+WIRES = ("f32", "bf16")  # --weights-wire
 FANOUT = (1, 15)  # subscriber processes (15: the GPU suite's actor count)
 FANOUT_REPEATS = 20
 SUBSCRIBER = """
@@ -72,7 +75,7 @@ def cpu_s(fn) -> float:
     return float(np.median(times))
 
 
-def measure(name: str, encoder: str, obs_shape: tuple, state_dim: int) -> dict:
+def measure(name: str, encoder: str, obs_shape: tuple, state_dim: int, wire: str) -> dict:
     cfg = resolve(with_task_defaults(RunConfig(env=EnvConfig(task="cartpole_swingup"))))
     agent = cfg.agent.__class__(**{**cfg.agent.__dict__, "encoder": encoder})
     sac = SAC(agent, obs_shape, 1, "cpu", state_dim=state_dim)
@@ -82,7 +85,7 @@ def measure(name: str, encoder: str, obs_shape: tuple, state_dim: int) -> dict:
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(f"tcp://127.0.0.1:{port}")
     time.sleep(0.3)  # the subscription reaches the publisher
-    caster = Broadcaster(pub, run=1)
+    caster = Broadcaster(pub, run=1, bf16=wire == "bf16")
     flat, layout = policy_weights(sac)
     policy = ActorPolicy(1, 1, 0, agent.frame_stack)
     policy.load_policy(np.frombuffer(script_to_bytes(export_policy(sac)), np.uint8), flat, layout,
@@ -95,7 +98,7 @@ def measure(name: str, encoder: str, obs_shape: tuple, state_dim: int) -> dict:
 
     def take() -> None:
         msg = decode(sub.recv_multipart(copy=False))
-        policy.apply_weights(msg.version, msg.arrays["weights"], msg.meta["layout"], random=False)
+        policy.apply_weights(msg.version, weights_of(msg), msg.meta["layout"], random=False)
 
     sizes = []
     for _ in range(REPEATS):  # sizes, and a warm-up of both sides
@@ -106,11 +109,12 @@ def measure(name: str, encoder: str, obs_shape: tuple, state_dim: int) -> dict:
     actor_s = cpu_s(take)  # the REPEATS broadcasts above are waiting on SUB
     ctx.destroy(linger=0)
     nbytes = int(np.median(sizes))
-    return {"config": name, "params": int(flat.size), "bytes": nbytes,
+    return {"config": name, "wire": wire, "params": int(flat.size), "bytes": nbytes,
             "learner_cpu_ms": round(1e3 * learner_s, 3), "actor_cpu_ms": round(1e3 * actor_s, 3),
             "mb_per_s_per_actor_at_1000_ups": {"weights_every_100": round(nbytes * 10 / 1e6, 2),
                                                "weights_every_50": round(nbytes * 20 / 1e6, 2)},
-            "fanout": {str(n): fanout(encode(weights_message(0, 2, flat, layout, run=1)), n)
+            "fanout": {str(n): fanout(encode(weights_message(0, 2, flat, layout, run=1,
+                                                             bf16=wire == "bf16")), n)
                        for n in FANOUT}}
 
 
@@ -153,8 +157,9 @@ def fanout(frames: list, subscribers: int) -> dict:
 def main() -> int:
     torch.set_num_threads(1)
     stamp = provenance()
-    for name, (encoder, obs_shape, state_dim) in CONFIGS.items():
-        row = measure(name, encoder, obs_shape, state_dim)
+    for (name, (encoder, obs_shape, state_dim)), wire in itertools.product(CONFIGS.items(),
+                                                                          WIRES):
+        row = measure(name, encoder, obs_shape, state_dim, wire)
         print(row)
         append_row(os.path.join(ROOT, "bench", "results", "broadcast.jsonl"),
                    {"bench": "broadcast", **stamp, **row})

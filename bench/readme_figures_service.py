@@ -5,7 +5,7 @@ newest rows of its results file (bench/result_rows.figure) and never a number ty
 """
 from __future__ import annotations
 
-from bench.result_rows import Row, figure, speed
+from bench.result_rows import Row, figure, speed, spread
 
 
 def _curve(group: list[Row]) -> str:
@@ -77,16 +77,21 @@ fig_experiment = figure(
     "(`bench_experiment.py`, figure below)", _experiment)
 
 def _broadcast(group: list[Row]) -> str:
+    """Per network config and wire dtype: the median over the bench's runs (range when repeated)."""
     parts = []
-    for r in group:
-        wire, fan = r["mb_per_s_per_actor_at_1000_ups"], r["fanout"]
+    for key in sorted({(r["config"], r.get("wire", "f32")) for r in group}):
+        rows = [r for r in group if (r["config"], r.get("wire", "f32")) == key]
+        col = lambda f: spread([f(r) for r in rows])  # noqa: E731
+        wire = rows[0]["mb_per_s_per_actor_at_1000_ups"]
+        fans = sorted(rows[0]["fanout"], key=int)
         parts.append(
-            f"{r['config']}: {r['bytes'] / 1e6:.2f} MB, learner {r['learner_cpu_ms']:.1f} ms to "
-            f"publish, actor {r['actor_cpu_ms']:.1f} ms to load; at 1,000 updates/s "
+            f"{key[0]}, {key[1]}: {rows[0]['bytes'] / 1e6:.2f} MB, learner "
+            f"{col(lambda r: r['learner_cpu_ms'])} ms to publish, actor "
+            f"{col(lambda r: r['actor_cpu_ms'])} ms to load; at 1,000 updates/s "
             f"{wire['weights_every_100']:.0f} MB/s per actor (every 100 updates), "
-            f"{wire['weights_every_50']:.0f} (every 50); fan-out, learner process ms per broadcast "
-            + " / ".join(f"{fan[n]['learner_cpu_ms']:.1f}" for n in sorted(fan, key=int))
-            + f" for {' / '.join(sorted(fan, key=int))} subscribers")
+            f"{wire['weights_every_50']:.0f} (every 50); learner process ms per broadcast "
+            + " / ".join(col(lambda r, n=n: r["fanout"][n]["learner_cpu_ms"]) for n in fans)
+            + f" to {' / '.join(fans)} subscribers")
     return speed(group, "; ".join(parts))
 
 

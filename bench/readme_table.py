@@ -131,13 +131,14 @@ def fig_lag_learning(results: str) -> list[Figure]:
 
 def fig_ratio(results: str) -> list[Figure]:
     """Updates run / owed along a run and lag p95 per hold and actor count (`--preset lag-ratio`):
-    the newest rows of each hold (lag bound, actor lead), since a new hold is run on its own."""
+    the newest rows of each hold (lag bound, actor lead) and actor count, each run on its own."""
     what = ("SAC-state cartpole_swingup, 20k env steps: updates run / owed at half and all of the "
             "budget (1.0: the authors' loop), and policy lag p95 in updates, per hold (lag bound, "
             "actor lead) and actor count (`--preset lag-ratio`)")
     rows = [r for r in load("learning.jsonl", results) if r.get("preset") == "lag-ratio"]
-    picked = [r for hold in sorted({pacing(r) for r in rows}, reverse=True)
-              for r in newest([r for r in rows if pacing(r) == hold])]
+    runs = sorted({(pacing(r), r["actors"]) for r in rows}, key=lambda k: (k[0], -k[1]),
+                  reverse=True)  # one measurement per hold and actor count: its newest rows
+    picked = [r for run in runs for r in newest([r for r in rows if (pacing(r), r["actors"]) == run])]
     if not picked:
         return [(what, MISSING, "-")]
     text = "; ".join(f"{pacing(r)}, {r['actors']} actor{'s' if r['actors'] > 1 else ''}: "

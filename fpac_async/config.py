@@ -154,6 +154,9 @@ class LearnerConfig:
     """GPUs to use (0 runs on the CPU)."""
     weights_every: int = 100
     """Updates between weight broadcasts (at most max_policy_lag // 2 while that bound is on)."""
+    weights_wire: str = "f32"
+    """Weights broadcasts as f32 (exact), or bf16: half the bytes, and the actors and evaluators act
+    with weights rounded to bf16 (fpac_async/wire/bf16.py, docs/FIDELITY.md)."""
     max_policy_lag: int = 0
     """No record acted by a policy older than this many updates is trained on (learner/lag_bound.py;
     costs the replay ratio along a run: lag-ratio bench); 0 (default): no bound."""
@@ -252,6 +255,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     _check_choice("agent.mlp_init", cfg.agent.mlp_init, ("orthogonal", "authors"))
     _check_choice("agent.actor_features", cfg.agent.actor_features, ("recompute", "reuse"))
     _check_choice("agent.tanh_log_prob", cfg.agent.tanh_log_prob, ("authors", "exact"))
+    _check_choice("learner.weights_wire", cfg.learner.weights_wire, ("f32", "bf16"))
     if cfg.agent.camera_offset and env.backend not in CAMERA_OFFSET_BACKENDS:
         raise ConfigError(f"agent.camera_offset needs a backend that measures the camera's motion "
                           f"({', '.join(CAMERA_OFFSET_BACKENDS)}); {env.backend} reports zero "
@@ -309,16 +313,12 @@ def from_dict(cls: type, data: dict) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown keys {unknown}")
-    kwargs = {}
-    for name, value in data.items():
-        sub = _dataclass_type(fields[name])
-        kwargs[name] = from_dict(sub, value) if sub is not None else value
-    return cls(**kwargs)
+    return cls(**{name: from_dict(sub, value) if (sub := _dataclass_type(fields[name])) else value
+                  for name, value in data.items()})
 
 
 def _dataclass_type(f: dataclasses.Field) -> type | None:
-    candidates = {"AgentConfig": AgentConfig, "EnvConfig": EnvConfig,
-                  "ReplayConfig": ReplayConfig, "LearnerConfig": LearnerConfig}
+    candidates = {c.__name__: c for c in (AgentConfig, EnvConfig, ReplayConfig, LearnerConfig)}
     name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
     return candidates.get(name)
 

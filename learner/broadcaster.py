@@ -7,7 +7,8 @@ The TorchScript policy (code + weights at export time) is exported once and cach
 the weights layout (the architecture) stays the same; every `policy` message carries the current
 flat weights next to it, which the actor loads into the script (fpac_async.agent.export). A `weights`
 message carries the flat weights alone, with `random = False` (the learner sends no weights
-during the random phase).
+during the random phase): f32, or with `--weights-wire bf16` their bf16 rounding (half the bytes;
+fpac_async/wire/bf16.py). Policy messages (the first, a new actor's, a learner restart's) are f32.
 """
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ def policy_weights(sac: Any) -> tuple[np.ndarray, list]:
 class Broadcaster:
     """Publishes learner -> actor messages on `sock` (a bound PUB socket)."""
 
-    def __init__(self, sock: zmq.Socket, run: int | None = None) -> None:
+    def __init__(self, sock: zmq.Socket, run: int | None = None, bf16: bool = False) -> None:
         self.sock = sock
         self.run = run  # this learner process's id, in every policy and weights message
+        self.bf16 = bf16  # weights messages carry bf16 weights (policy messages stay f32)
         self.seq = 0
         self.sent: dict[str, int] = {}
         self._script: bytes | None = None
@@ -71,7 +73,8 @@ class Broadcaster:
     def publish_weights(self, sac: Any, version: int) -> None:
         """The current weights as policy `version` (random = False from here on)."""
         flat, layout = policy_weights(sac)
-        self._send(weights_message(0, version, flat, layout, random=False, run=self.run))
+        self._send(weights_message(0, version, flat, layout, random=False, run=self.run,
+                                   bf16=self.bf16))
 
     def publish_grant(self, version: int, actors: list[int], upto: list[int]) -> None:
         """Actor actors[i] may run its streams to record upto[i] (learner/pacing.py)."""

@@ -152,7 +152,8 @@ class LearnerService:
         self.barrier = StartBarrier(cfg.learner.wait_for_actors, resumed=ckpt is not None)
         # A new id per learner process: actors of an earlier learner on this port notice it in
         # the broadcasts and say hello again, and their steps are refused until they have.
-        self.broadcaster = Broadcaster(pub, run=secrets.randbits(62))
+        self.broadcaster = Broadcaster(pub, run=secrets.randbits(62),
+                                       bf16=cfg.learner.weights_wire == "bf16")
         # Admission is the trainer's (it admits everything while a resume refills the replay).
         self.receiver = Receiver(pull, shapes, self.replay.add, self.trainer.admit,
                                  cfg.env.action_repeat, cfg.env_steps,

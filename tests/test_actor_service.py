@@ -85,9 +85,10 @@ class FakeLearner:
                                       self.layout, self.random))
 
     def publish_weights(self, version: int, scale: float = 1.0,
-                        log_std_bias: float | None = None) -> None:
+                        log_std_bias: float | None = None, bf16: bool = False) -> None:
         """Weights scaled by `scale`; log_std_bias: set the actor's last-layer log-std biases
-        (the second half of its outputs) to this value (a policy of known noise)."""
+        (the second half of its outputs) to this value (a policy of known noise); bf16: sent as
+        `--weights-wire bf16` sends them."""
         self.version = version
         self.random = False
         self.flat = (self.flat * np.float32(scale)).astype(np.float32)
@@ -99,7 +100,7 @@ class FakeLearner:
                 if name == last:
                     self.flat[offset + size // 2:offset + size] = log_std_bias
                 offset += size
-        self.publish(P.weights_message(self.seq, version, self.flat, self.layout))
+        self.publish(P.weights_message(self.seq, version, self.flat, self.layout, bf16=bf16))
 
     def pump(self, until: Callable[["FakeLearner"], bool], timeout_s: float = 20.0) -> None:
         """Receive (answering hellos) until `until(self)` holds; fail after timeout_s."""

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 import msgpack
 import numpy as np
 
+from fpac_async.wire.bf16 import from_bf16, to_bf16
+
 # Constants, errors and schemas live in fpac_async/wire/schema.py; they are re-exported from here.
 from fpac_async.wire.schema import (  # noqa: F401
     ACTOR, EVALUATOR, HEARTBEAT, REFUSE, DEFAULT_MAX_BYTES, DtypeError, EVAL, EVAL_RESULT, FIRST,
@@ -282,11 +284,20 @@ def policy_message(seq: int, version: int, script: bytes, weights: np.ndarray,
 
 
 def weights_message(seq: int, version: int, weights: np.ndarray, layout: list,
-                    random: bool = False, run: int | None = None) -> Message:
+                    random: bool = False, run: int | None = None, bf16: bool = False) -> Message:
+    """Flat f32 weights, or (bf16) their bfloat16 bit patterns as `weights_bf16`: half the bytes."""
     meta: dict[str, Any] = {"layout": layout, "random": bool(random)}
     if run is not None:
         meta["run"] = int(run)
-    return Message(WEIGHTS, 0, 0, seq, version, {"weights": weights}, meta)
+    arrays = {"weights_bf16": to_bf16(weights)} if bf16 else {"weights": weights}
+    return Message(WEIGHTS, 0, 0, seq, version, arrays, meta)
+
+
+def weights_of(msg: Message) -> np.ndarray:
+    """The flat f32 weights of a policy or weights message, whichever way they travelled."""
+    if "weights_bf16" in msg.arrays:
+        return from_bf16(msg.arrays["weights_bf16"])
+    return msg.arrays["weights"]
 
 
 def grant_message(seq: int, version: int, actors: Sequence[int], upto: Sequence[int],

@@ -25,14 +25,15 @@ _INT_END = 2**63  # every header int lies in [0, 2**63)
 _HEADER_KEYS = frozenset({"magic", "v", "kind", "actor", "env", "seq", "version", "arrays", "meta"})
 # Wire dtype strings -> dtype. A lookup table (never np.dtype(untrusted string)): little-endian or
 # native only; the host is little-endian on every machine we deploy to.
-_U8, _I32, _I64, _F32 = (np.dtype(s) for s in ("<u1", "<i4", "<i8", "<f4"))
+_U8, _U16, _I32, _I64, _F32 = (np.dtype(s) for s in ("<u1", "<u2", "<i4", "<i8", "<f4"))
 _WIRE_DTYPES: dict[str, np.dtype] = {}
 for _dt, _names in ((_U8, ("|u1", "<u1", "=u1", "u1", "uint8")),
+                    (_U16, ("<u2", "=u2", "u2", "uint16")),
                     (_I32, ("<i4", "=i4", "i4", "int32")),
                     (_I64, ("<i8", "=i8", "i8", "int64")),
                     (_F32, ("<f4", "=f4", "f4", "float32"))):
     _WIRE_DTYPES.update(dict.fromkeys(_names, _dt))
-_CANONICAL = {_U8: "|u1", _I32: "<i4", _I64: "<i8", _F32: "<f4"}
+_CANONICAL = {_U8: "|u1", _U16: "<u2", _I32: "<i4", _I64: "<i8", _F32: "<f4"}
 
 
 class ProtocolError(ValueError):
@@ -185,9 +186,13 @@ def _check_steps(arrays: dict[str, np.ndarray], meta: dict) -> None:
 
 
 def _check_layout(arrays: dict[str, np.ndarray], meta: dict) -> None:
+    names = [n for n in ("weights", "weights_bf16") if n in arrays]
+    if len(names) != 1:  # a weights message carries f32 or bf16 weights (fpac_async/wire/bf16.py)
+        raise SchemaError("weights: expected exactly one of weights and weights_bf16")
     total = sum(math.prod(shape) for _, shape in meta["layout"])
-    if total != arrays["weights"].shape[0]:
-        raise SchemaError(f"meta.layout: sizes sum to {total}, weights has {arrays['weights'].shape[0]}")
+    if total != arrays[names[0]].shape[0]:
+        raise SchemaError(f"meta.layout: sizes sum to {total}, {names[0]} has "
+                          f"{arrays[names[0]].shape[0]}")
 
 
 def _check_eval_result(arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -226,7 +231,8 @@ SCHEMAS: dict[str, KindSchema] = {
     POLICY: KindSchema({"script": ArraySpec(_U8, ("N",)), "weights": ArraySpec(_F32, ("P",))},
                        {"layout": (_layout, True), "random": (_bool, True), "run": (_int(), False)},
                        _check_layout),
-    WEIGHTS: KindSchema({"weights": ArraySpec(_F32, ("P",))},
+    WEIGHTS: KindSchema({"weights": ArraySpec(_F32, ("P",), False),
+                         "weights_bf16": ArraySpec(_U16, ("P",), False)},
                         {"layout": (_layout, True), "random": (_bool, False),
                          "run": (_int(), False)}, _check_layout),
     EVAL: KindSchema({}, {"eval_id": (_int(), True), "episodes": (_int(1, 1000), True),
