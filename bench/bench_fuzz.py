@@ -51,6 +51,7 @@ def valid_messages() -> list[list[bytes]]:
             P.heartbeat_message(4, 2, 3, True, eval_id=2, episodes_done=1),
             P.policy_message(1, 2, b"script", np.zeros(6, np.float32), [["w", [2, 3]]]),
             P.weights_message(2, 3, np.zeros(6, np.float32), [["w", [6]]], run=5),
+            P.weights_message(2, 3, np.ones(6, np.float32), [["w", [6]]], run=5, bf16=True),
             P.eval_message(3, 3, 1, 4, 2), P.stop_message(4, 3),
             P.refuse_message(5, 3, 1, P.ACTOR, "x")]
     return [[bytes(f) for f in P.encode(m)] for m in msgs]

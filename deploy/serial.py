@@ -40,6 +40,7 @@ from fpac_async.cli_args import add_config_args, config_from_args
 from fpac_async.config import EnvConfig, RunConfig, resolve, with_task_defaults
 from fpac_async.agent.export import export_policy, script_to_bytes
 from fpac_async.agent.sac import SAC
+from fpac_async.wire.bf16 import from_bf16, to_bf16
 from learner.broadcaster import policy_weights
 from learner.replay import Replay
 from learner.trainer import Trainer
@@ -124,6 +125,8 @@ def run_serial(cfg: RunConfig, agent_steps: int, eval_every: int, eval_episodes:
         nonlocal version, broadcast_at
         version += 1
         w, lay = policy_weights(sac)
+        if cfg.learner.weights_wire == "bf16":  # act as the service's actors would
+            w = from_bf16(to_bf16(w))
         policy.apply_weights(version, w, lay, random=False)
         broadcast_at = trainer.updates
 

@@ -155,8 +155,8 @@ class LearnerConfig:
     weights_every: int = 100
     """Updates between weight broadcasts (at most max_policy_lag // 2 while that bound is on)."""
     weights_wire: str = "f32"
-    """Weights broadcasts as f32 (exact), or bf16: half the bytes, and the actors and evaluators act
-    with weights rounded to bf16 (fpac_async/wire/bf16.py, docs/FIDELITY.md)."""
+    """Weights broadcasts as f32 (exact), or bf16: half the bytes, and actors, evaluators (and the
+    serial runner) act with weights rounded to bf16 (fpac_async/wire/bf16.py, docs/FIDELITY.md)."""
     max_policy_lag: int = 0
     """No record acted by a policy older than this many updates is trained on (learner/lag_bound.py;
     costs the replay ratio along a run: lag-ratio bench); 0 (default): no bound."""

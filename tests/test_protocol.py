@@ -40,6 +40,7 @@ def all_kinds() -> list[P.Message]:
         P.eval_result_message(3, 8, eval_id=2, returns=[1.5, 2.0], lengths=[1000, 1000], version=9),
         P.policy_message(11, 9, b"torchscript-bytes", weights, LAYOUT, random=False),
         P.weights_message(12, 10, weights, LAYOUT),
+        P.weights_message(12, 10, weights, LAYOUT, bf16=True),
         P.eval_message(13, 10, eval_id=2, episodes=10, target_actor=0),
         P.grant_message(14, 10, actors=[0, 3], upto=[120, 96], run=5),
     ]

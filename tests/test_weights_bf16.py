@@ -161,3 +161,24 @@ def test_a_learner_with_weights_wire_bf16_broadcasts_bf16_weights(tmp_path) -> N
     assert weights and policies
     assert all(set(m.arrays) == {"weights_bf16"} for m in weights)
     assert all("weights" in m.arrays for m in policies)
+
+
+def test_the_serial_runner_acts_with_bf16_weights_when_asked(monkeypatch) -> None:
+    """deploy/serial.py with --weights-wire bf16 acts as the service's actors would: every
+    weights load is of bf16 values (fixed points of the rounding), not the learner's f32."""
+    from deploy.serial import run_serial, tiny_config
+    loaded: list[np.ndarray] = []
+    apply = ActorPolicy.apply_weights
+
+    def recording(self, version, flat, layout, random=False):
+        loaded.append(np.array(flat, np.float32))
+        return apply(self, version, flat, layout, random)
+    monkeypatch.setattr(ActorPolicy, "apply_weights", recording)
+    cfg = tiny_config(seed=0)
+    cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, weights_every=5,
+                                                               weights_wire="bf16"))
+    run_serial(cfg, agent_steps=cfg.replay.initial_random_steps + 12, eval_every=10**6,
+               eval_episodes=1, log=lambda _: None)
+    assert len(loaded) >= 2
+    for w in loaded:
+        assert np.array_equal(from_bf16(to_bf16(w)), w) and np.any(w != 0)

@@ -1,8 +1,9 @@
 """bfloat16 weights on the wire (`--weights-wire bf16`, issue 19): half the bytes of a broadcast.
 
 bf16 is the upper half of an IEEE float32 (sign, the same 8 exponent bits, 7 of the 23 mantissa
-bits), so f32 -> bf16 -> f32 keeps every weight's range and loses only mantissa bits: the result
-is within 2**-8 of the weight, relatively (round to nearest, ties to even, as torch's
+bits), so f32 -> bf16 -> f32 keeps every weight's range and loses only mantissa bits: for a normal
+float below the largest bf16 (about 3.39e38; above it rounds to inf, subnormals lose more) the
+result is within 2**-8 of it, relatively (round to nearest, ties to even, as torch's
 `.to(torch.bfloat16)`). numpy has no bf16 dtype: the wire carries the 16-bit patterns as uint16.
 """
 from __future__ import annotations
