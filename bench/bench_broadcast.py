@@ -141,8 +141,10 @@ def fanout(frames: list, subscribers: int) -> dict:
             got = 0
             while got < subscribers:
                 ack = acks.recv()
-                got += ack == b"got"
-                sub_s += [] if ack == b"got" else [float(ack)]
+                if ack == b"got":
+                    got += 1
+                else:  # a subscriber that took its last broadcast sends its median at once
+                    sub_s.append(float(ack))
         learner_s = (time.process_time() - t0) / FANOUT_REPEATS
         sub_s += [float(acks.recv()) for _ in range(subscribers - len(sub_s))]
     finally:
